@@ -1,0 +1,123 @@
+"""The tensor bundle every preference loss receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PreferenceBatch:
+    """Per-token log-probabilities of a batch of preference pairs, for the policy and the reference model.
+
+    Shapes: ``B`` pairs, ``T`` completion positions (chosen and rejected may use different ``T``).
+
+    Attributes:
+        chosen_logps: ``[B, T]`` policy log-prob of each chosen-completion token, zero outside the completion.
+        rejected_logps: ``[B, T]`` the same for the rejected completion.
+        ref_chosen_logps: ``[B, T]`` reference-model log-probs of the chosen tokens (no gradient).
+        ref_rejected_logps: ``[B, T]`` reference-model log-probs of the rejected tokens (no gradient).
+        chosen_mask: ``[B, T]`` 1 on chosen-completion tokens, 0 on prompt and padding.
+        rejected_mask: ``[B, T]`` 1 on rejected-completion tokens.
+        margin: optional ``[B]`` external score margin of the pair (e.g. a reward model's r(chosen) - r(rejected)).
+        weight: optional ``[B]`` per-example weight; ``compute_preference_loss`` multiplies it into any loss.
+        domain: optional ``[B]`` integer domain id of each pair.
+    """
+
+    chosen_logps: torch.Tensor
+    rejected_logps: torch.Tensor
+    ref_chosen_logps: torch.Tensor
+    ref_rejected_logps: torch.Tensor
+    chosen_mask: torch.Tensor
+    rejected_mask: torch.Tensor
+    margin: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    domain: torch.Tensor | None = None
+
+    def __post_init__(self):
+        for side in ("chosen", "rejected"):
+            logps = getattr(self, f"{side}_logps")
+            ref = getattr(self, f"ref_{side}_logps")
+            mask = getattr(self, f"{side}_mask")
+            if logps.dim() != 2 or logps.shape != ref.shape or logps.shape != mask.shape:
+                raise ValueError(
+                    f"PreferenceBatch: `{side}_logps` {tuple(logps.shape)}, `ref_{side}_logps` {tuple(ref.shape)} and "
+                    f"`{side}_mask` {tuple(mask.shape)} must all have the same [B, T] shape."
+                )
+        if self.chosen_logps.size(0) != self.rejected_logps.size(0):
+            raise ValueError(
+                f"PreferenceBatch: {self.chosen_logps.size(0)} chosen rows but {self.rejected_logps.size(0)} rejected rows."
+            )
+        batch_size = self.chosen_logps.size(0)
+        for name in ("margin", "weight", "domain"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (batch_size,):
+                raise ValueError(f"PreferenceBatch: `{name}` must have shape [{batch_size}], got {tuple(value.shape)}.")
+
+    @property
+    def batch_size(self) -> int:
+        return self.chosen_logps.size(0)
+
+    # Sequence sums: the log-prob of a whole completion, ℓ(y|x) = Σ_t log π(y_t | x, y_<t).
+    @property
+    def chosen_logps_sum(self) -> torch.Tensor:
+        return (self.chosen_logps * self.chosen_mask).sum(-1)
+
+    @property
+    def rejected_logps_sum(self) -> torch.Tensor:
+        return (self.rejected_logps * self.rejected_mask).sum(-1)
+
+    @property
+    def ref_chosen_logps_sum(self) -> torch.Tensor:
+        return (self.ref_chosen_logps * self.chosen_mask).sum(-1)
+
+    @property
+    def ref_rejected_logps_sum(self) -> torch.Tensor:
+        return (self.ref_rejected_logps * self.rejected_mask).sum(-1)
+
+    @property
+    def chosen_lengths(self) -> torch.Tensor:
+        return self.chosen_mask.sum(-1)
+
+    @property
+    def rejected_lengths(self) -> torch.Tensor:
+        return self.rejected_mask.sum(-1)
+
+    # Log-ratios against the reference, ℓ_θ(y) − ℓ_ref(y): DPO's implicit reward divided by β.
+    @property
+    def chosen_logratios(self) -> torch.Tensor:
+        return self.chosen_logps_sum - self.ref_chosen_logps_sum
+
+    @property
+    def rejected_logratios(self) -> torch.Tensor:
+        return self.rejected_logps_sum - self.ref_rejected_logps_sum
+
+    @property
+    def logratio_margin(self) -> torch.Tensor:
+        """``h = [ℓ_θ(y_w) − ℓ_ref(y_w)] − [ℓ_θ(y_l) − ℓ_ref(y_l)]``, shape ``[B]``."""
+        return self.chosen_logratios - self.rejected_logratios
+
+    @classmethod
+    def from_sequence_logps(
+        cls,
+        chosen_logps: torch.Tensor,
+        rejected_logps: torch.Tensor,
+        ref_chosen_logps: torch.Tensor,
+        ref_rejected_logps: torch.Tensor,
+        **extras,
+    ) -> "PreferenceBatch":
+        """A batch whose completions are one token long, carrying the given ``[B]`` sequence log-probs.
+
+        Convenient for tests and for callers that only have sequence sums; token-level losses see one token per pair.
+        """
+        ones = torch.ones_like(chosen_logps).unsqueeze(-1)
+        return cls(
+            chosen_logps=chosen_logps.unsqueeze(-1),
+            rejected_logps=rejected_logps.unsqueeze(-1),
+            ref_chosen_logps=ref_chosen_logps.unsqueeze(-1),
+            ref_rejected_logps=ref_rejected_logps.unsqueeze(-1),
+            chosen_mask=ones,
+            rejected_mask=ones.clone(),
+            **extras,
+        )

@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+
+from alignment.losses import (
+    PreferenceBatch,
+    compute_preference_loss,
+    list_preference_losses,
+    register_preference_loss,
+    validate_preference_loss,
+)
+
+
+def token_batch(**extras):
+    """Two pairs, completions of 2-3 tokens with padding; values chosen so sums are easy to check by hand."""
+    chosen_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    rejected_mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    return PreferenceBatch(
+        chosen_logps=torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -1.0, -1.0]]) * chosen_mask,
+        rejected_logps=torch.tensor([[-2.0, 0.0, 0.0], [-0.5, -0.5, 0.0]]) * rejected_mask,
+        ref_chosen_logps=torch.tensor([[-1.0, -1.0, 0.0], [-1.0, -0.5, -0.5]]) * chosen_mask,
+        ref_rejected_logps=torch.tensor([[-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]]) * rejected_mask,
+        chosen_mask=chosen_mask,
+        rejected_mask=rejected_mask,
+        **extras,
+    )
+
+
+def test_sequence_properties_sum_only_completion_tokens():
+    batch = token_batch()
+    torch.testing.assert_close(batch.chosen_logps_sum, torch.tensor([-0.75, -3.0]))
+    torch.testing.assert_close(batch.rejected_logps_sum, torch.tensor([-2.0, -1.0]))
+    torch.testing.assert_close(batch.chosen_lengths, torch.tensor([2.0, 3.0]))
+    # h = (ℓ_w − ℓ_ref,w) − (ℓ_l − ℓ_ref,l): pair 0: (−0.75+2) − (−2+1) = 2.25; pair 1: (−3+2) − (−1+2) = −2
+    torch.testing.assert_close(batch.logratio_margin, torch.tensor([2.25, -2.0]))
+
+
+def test_sigmoid_hand_computed():
+    loss, metrics = compute_preference_loss("sigmoid", token_batch(), beta=0.1)
+    expected = torch.tensor([math.log1p(math.exp(-0.225)), math.log1p(math.exp(0.2))])
+    torch.testing.assert_close(loss, expected)
+    assert metrics == {}
+
+
+def test_sigmoid_default_beta_is_trl_default():
+    batch = token_batch()
+    torch.testing.assert_close(compute_preference_loss("sigmoid", batch)[0],
+                               compute_preference_loss("sigmoid", batch, beta=0.1)[0])
+
+
+def test_sigmoid_at_zero_margin_is_log2():
+    zeros = torch.zeros(3)
+    batch = PreferenceBatch.from_sequence_logps(zeros - 1, zeros - 1, zeros - 1, zeros - 1)
+    torch.testing.assert_close(compute_preference_loss("sigmoid", batch)[0], torch.full((3,), math.log(2.0)))
+
+
+def test_sigmoid_gradient_pushes_chosen_up_and_rejected_down():
+    batch = token_batch()
+    batch.chosen_logps.requires_grad_(True)
+    batch.rejected_logps.requires_grad_(True)
+    loss, _ = compute_preference_loss("sigmoid", batch, beta=0.5)
+    loss.sum().backward()
+    chosen_grad = batch.chosen_logps.grad[batch.chosen_mask.bool()]
+    rejected_grad = batch.rejected_logps.grad[batch.rejected_mask.bool()]
+    assert (chosen_grad < 0).all(), "descending the loss must raise chosen log-probs"
+    assert (rejected_grad > 0).all(), "descending the loss must lower rejected log-probs"
+    # Padding positions get no gradient.
+    assert (batch.chosen_logps.grad[~batch.chosen_mask.bool()] == 0).all()
+    # dL/dℓ_w = −β σ(−β h): check the value, not only the sign.
+    h = torch.tensor([2.25, -2.0])
+    torch.testing.assert_close(batch.chosen_logps.grad[:, 0], -0.5 * torch.sigmoid(-0.5 * h))
+
+
+def test_unit_weights_reproduce_unweighted_loss_and_weights_scale():
+    plain, _ = compute_preference_loss("sigmoid", token_batch())
+    unit, _ = compute_preference_loss("sigmoid", token_batch(weight=torch.ones(2)))
+    torch.testing.assert_close(unit, plain, rtol=0, atol=0)
+    weighted, _ = compute_preference_loss("sigmoid", token_batch(weight=torch.tensor([2.0, 0.5])))
+    torch.testing.assert_close(weighted, plain * torch.tensor([2.0, 0.5]))
+
+
+def test_unknown_loss_lists_valid_names():
+    with pytest.raises(ValueError, match=r"Unknown preference loss_type 'dpoo'.*sigmoid"):
+        compute_preference_loss("dpoo", token_batch())
+
+
+def test_unknown_hparam_is_rejected_with_accepted_names():
+    with pytest.raises(ValueError, match=r"does not take \['betta'\].*beta=0.1"):
+        compute_preference_loss("sigmoid", token_batch(), betta=0.2)
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.1])
+def test_nonpositive_beta_fails_validation(beta):
+    with pytest.raises(ValueError, match="beta"):
+        validate_preference_loss("sigmoid", beta=beta)
+
+
+def test_batch_shape_errors_name_the_field():
+    with pytest.raises(ValueError, match="chosen_mask"):
+        PreferenceBatch(
+            chosen_logps=torch.zeros(2, 3), rejected_logps=torch.zeros(2, 3), ref_chosen_logps=torch.zeros(2, 3),
+            ref_rejected_logps=torch.zeros(2, 3), chosen_mask=torch.zeros(2, 4), rejected_mask=torch.zeros(2, 3),
+        )
+    with pytest.raises(ValueError, match="weight"):
+        token_batch(weight=torch.ones(3))
+
+
+def test_required_extra_column_missing_is_a_clear_error():
+    name = "_test_needs_margin"
+    if name not in list_preference_losses():
+
+        @register_preference_loss(name, requires=("margin",))
+        def _needs_margin(batch, *, beta: float = 0.1):
+            return batch.margin * 0 + 1.0, {}
+
+    with pytest.raises(ValueError, match=r"needs the per-example column\(s\) \['margin'\]"):
+        compute_preference_loss(name, token_batch())
+    loss, _ = compute_preference_loss(name, token_batch(margin=torch.tensor([0.3, -1.0])))
+    torch.testing.assert_close(loss, torch.ones(2))
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_preference_loss("sigmoid")(lambda batch: (batch.logratio_margin, {}))
