@@ -1,0 +1,3 @@
+from .preference import ExtraColumnsCollator, PreferenceTrainer
+
+__all__ = ["ExtraColumnsCollator", "PreferenceTrainer"]

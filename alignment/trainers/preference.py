@@ -1,0 +1,237 @@
+"""`PreferenceTrainer`: TRL's DPOTrainer with its loss replaced by the `alignment.losses` registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import use_adapter
+
+from ..losses import PreferenceBatch, compute_preference_loss, get_preference_loss, validate_preference_loss
+from .validation import check_chat_template, check_preference_dataset
+
+# Per-example columns that TRL would drop and the losses may use.
+EXTRA_COLUMNS = ("margin", "weight", "domain")
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *EXTRA_COLUMNS}
+
+
+@dataclass
+class ExtraColumnsCollator:
+    """Wraps TRL's preference collator and passes `margin`, `weight` and `domain` through as ``[B]`` tensors.
+
+    Domains are strings in datasets; they become integer ids here, in order of first appearance per trainer
+    (`domain_names` keeps the mapping, shared with the trainer for logging).
+    """
+
+    base: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    domain_names: list[str]
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.base(examples)
+        first = examples[0]
+        for column in ("margin", "weight"):
+            if column in first:
+                batch[column] = torch.tensor([float(example[column]) for example in examples], dtype=torch.float32)
+        if "domain" in first:
+            batch["domain"] = torch.tensor([self._domain_id(example["domain"]) for example in examples])
+        return batch
+
+    def _domain_id(self, name: Any) -> int:
+        name = str(name)
+        if name not in self.domain_names:
+            self.domain_names.append(name)
+        return self.domain_names.index(name)
+
+
+class PreferenceTrainer(DPOTrainer):
+    """A `trl.DPOTrainer` whose loss comes from `alignment.losses` (selected by `args.loss_type`).
+
+    Differences from the parent, all deliberate:
+    - per-token log-probs of policy and reference are computed once per step and handed to the loss as a
+      `PreferenceBatch`, so sequence- and token-level losses share one code path;
+    - the dataset columns `margin`, `weight` and `domain` are kept and reach the loss;
+    - configuration is checked before training: loss names and hyper-parameters, required columns, empty
+      completions, chat template; TRL options the registry replaces are rejected instead of ignored.
+    """
+
+    _tag_names = ["trl", "dpo", "alignment"]
+    _name = "Preference"
+
+    def __init__(self, model, ref_model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, **kwargs):
+        if args is None:
+            raise ValueError("PreferenceTrainer needs `args` (an `alignment.PreferenceConfig`).")
+        self._loss_hparams = self._resolve_loss_hparams(args)
+        required = tuple(sorted({extra for name in args.loss_type for extra in get_preference_loss(name).requires}))
+        check_preference_dataset(train_dataset, "train", required)
+        eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval", eval_dataset)]
+        for name, dataset in eval_sets:
+            if dataset is not None:
+                check_preference_dataset(dataset, name, required)
+        if processing_class is not None:
+            check_chat_template(processing_class, train_dataset, getattr(model, "name_or_path", str(model)))
+
+        super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
+                         train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
+                         **kwargs)
+        self.domain_names: list[str] = []
+        self.data_collator = ExtraColumnsCollator(self.data_collator, self.domain_names)
+
+    # ------------------------------------------------------------------ configuration
+    @staticmethod
+    def _resolve_loss_hparams(args) -> dict[str, dict[str, Any]]:
+        """Split `beta`, `label_smoothing` and `loss_kwargs` among the selected losses; reject what nothing uses."""
+        unsupported = {
+            "f_divergence_type": (args.f_divergence_type, "reverse_kl"),
+            "ld_alpha": (args.ld_alpha, None),
+            "use_weighting": (args.use_weighting, False),
+            "precompute_ref_log_probs": (args.precompute_ref_log_probs, False),
+            "padding_free": (args.padding_free, False),
+        }
+        for key, (value, default) in unsupported.items():
+            if value != default:
+                raise ValueError(
+                    f"`{key}={value!r}` is a TRL DPOTrainer option that alignment's PreferenceTrainer does not "
+                    f"implement; leave it at {default!r}. Per-token reference log-probs are recomputed each step and "
+                    "losses are chosen with `loss_type` (see `alignment.losses.list_preference_losses()`)."
+                )
+        if args.beta is None or not args.beta > 0:
+            raise ValueError(f"`beta` must be > 0, got {args.beta}. Typical values are 0.01-0.5 (TRL default 0.1).")
+        if not args.loss_type:
+            raise ValueError("`loss_type` is empty; name at least one loss, e.g. `sigmoid`.")
+        offered = {"beta": args.beta, **args.loss_kwargs}
+        if args.label_smoothing:
+            offered["label_smoothing"] = args.label_smoothing
+        per_loss: dict[str, dict[str, Any]] = {}
+        used: set[str] = set()
+        for name in args.loss_type:
+            spec = get_preference_loss(name)  # unknown name -> error listing the valid ones
+            hparams = {key: value for key, value in offered.items() if key in spec.hparams}
+            validate_preference_loss(name, **hparams)  # bad values (beta <= 0, ...) fail here, before any step
+            per_loss[name] = hparams
+            used.update(hparams)
+        unused = sorted(set(offered) - used - {"beta"})
+        if unused:
+            raise ValueError(
+                f"{unused} are set but no selected loss ({args.loss_type}) takes them. Remove them or pick a loss "
+                "that uses them."
+            )
+        return per_loss
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        for column in EXTRA_COLUMNS:
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
+
+    # ------------------------------------------------------------------ loss
+    def _reference_token_logps(self, model_kwargs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
+        """Per-token log-probs of the reference: `ref_model`, or the policy with adapters off under PEFT."""
+        ref_kwargs = {k: v for k, v in model_kwargs.items() if k != "output_router_logits"}
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if self.ref_model is None and is_peft_model(self.model):
+                unwrapped = self.accelerator.unwrap_model(self.model)
+                with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                    return self.model(**ref_kwargs, labels=labels, fused_lm_head=True).log_probs
+            return self.ref_model(**ref_kwargs, labels=labels, fused_lm_head=True).log_probs
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        completion_mask = inputs["completion_mask"]
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+
+        # Position t of the fused outputs scores token t+1, so the completion mask is shifted by one.
+        token_mask = completion_mask[:, 1:]
+        seq_len = token_mask.size(1)
+        # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens.
+        policy_logps = outputs.log_probs[:, -seq_len:]
+        ref_logps = self._reference_token_logps(model_kwargs, labels)[:, -seq_len:]
+        mask = token_mask.to(policy_logps.dtype)
+
+        chosen_logps, rejected_logps = policy_logps.chunk(2, dim=0)  # the collator stacks [chosen; rejected]
+        ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
+        chosen_mask, rejected_mask = mask.chunk(2, dim=0)
+        batch = PreferenceBatch(
+            chosen_logps=chosen_logps,
+            rejected_logps=rejected_logps,
+            ref_chosen_logps=ref_chosen_logps,
+            ref_rejected_logps=ref_rejected_logps,
+            chosen_mask=chosen_mask,
+            rejected_mask=rejected_mask,
+            margin=inputs.get("margin"),
+            weight=inputs.get("weight"),
+            domain=inputs.get("domain"),
+        )
+
+        loss = 0.0
+        loss_metrics: dict[str, torch.Tensor] = {}
+        for name, loss_weight in zip(self.loss_types, self.loss_weights, strict=True):
+            per_example, metrics = compute_preference_loss(name, batch, **self._loss_hparams[name])
+            loss = loss + per_example.mean() * loss_weight
+            prefix = "" if len(self.loss_types) == 1 else f"{name}/"
+            loss_metrics.update({f"{prefix}{key}": value for key, value in metrics.items()})
+
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            self._metrics[mode]["aux_loss"].append(self._gather_mean(outputs.aux_loss))
+
+        self._log_step_metrics(mode, inputs, outputs, batch, token_mask, seq_len, loss_metrics)
+
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ metrics
+    def _gather_mean(self, value: torch.Tensor) -> float:
+        value = value.detach().float()
+        return self.accelerator.gather_for_metrics(value.reshape(-1)).mean().item()
+
+    def _gather_ratio(self, numerator: torch.Tensor, denominator: torch.Tensor) -> float:
+        num = self.accelerator.gather_for_metrics(numerator.detach().float().reshape(1)).sum()
+        den = self.accelerator.gather_for_metrics(denominator.detach().float().reshape(1)).sum()
+        return (num / den).item() if den > 0 else 0.0
+
+    def _log_step_metrics(self, mode, inputs, outputs, batch, token_mask, seq_len, loss_metrics) -> None:
+        """TRL's DPO metrics (same names), plus whatever the loss returned."""
+        metrics = self._metrics[mode]
+        flat_mask = token_mask.bool()
+        entropy = outputs.entropy[:, -seq_len:].detach()
+        metrics["entropy"].append(self._gather_ratio((entropy * flat_mask).sum(), flat_mask.sum()))
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._total_train_tokens += tokens // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
+
+        chosen_mask, rejected_mask = flat_mask.chunk(2, dim=0)
+        chosen_logits, rejected_logits = outputs.mean_logits[:, -seq_len:].detach().chunk(2, dim=0)
+        metrics["logits/chosen"].append(self._gather_ratio(chosen_logits[chosen_mask].sum(), chosen_mask.sum()))
+        metrics["logits/rejected"].append(
+            self._gather_ratio(rejected_logits[rejected_mask].sum(), rejected_mask.sum())
+        )
+        chosen_top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
+        metrics["mean_token_accuracy"].append(
+            self._gather_ratio((chosen_top1 & chosen_mask).sum(), chosen_mask.sum())
+        )
+
+        chosen_rewards = self.beta * batch.chosen_logratios.detach()
+        rejected_rewards = self.beta * batch.rejected_logratios.detach()
+        metrics["rewards/chosen"].append(self._gather_mean(chosen_rewards))
+        metrics["rewards/rejected"].append(self._gather_mean(rejected_rewards))
+        metrics["rewards/accuracies"].append(self._gather_mean((chosen_rewards > rejected_rewards).float()))
+        metrics["rewards/margins"].append(self._gather_mean(chosen_rewards - rejected_rewards))
+        metrics["logps/chosen"].append(self._gather_mean(batch.chosen_logps_sum))
+        metrics["logps/rejected"].append(self._gather_mean(batch.rejected_logps_sum))
+        for key, value in loss_metrics.items():
+            metrics[key].append(self._gather_mean(value))
+

@@ -1,0 +1,86 @@
+"""Checks on a preference dataset and model that run before training, so bad input fails early and says the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+
+
+def _content(value: Any) -> str:
+    """The text of a completion, whether plain text or a list of chat messages."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(str(message.get("content") or "") for message in value if isinstance(message, dict))
+    return "" if value is None else str(value)
+
+
+def is_conversational_value(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "role" in value[0]
+
+
+def check_preference_dataset(dataset: Any, name: str, required_extras: tuple[str, ...] = ()) -> None:
+    """Raise a `ValueError` naming the problem and the fix if `dataset` cannot train a preference loss.
+
+    Checks: `chosen` and `rejected` columns present; the extra columns the loss needs (e.g. `margin`) present; no
+    empty completion; extra columns numeric and finite where they must be.
+    """
+    if not isinstance(dataset, Dataset):
+        return  # streaming datasets are checked lazily by TRL; scanning them would consume them
+    columns = set(dataset.column_names)
+    for column in ("chosen", "rejected"):
+        if column not in columns:
+            raise ValueError(
+                f"The {name} dataset has no `{column}` column (columns: {sorted(columns)}). A preference dataset needs "
+                "`prompt`, `chosen` and `rejected` (or `chosen`/`rejected` conversations sharing the prompt turns). "
+                "Rename your columns, e.g. `dataset.rename_column('good', 'chosen')`."
+            )
+    for column in required_extras:
+        if column not in columns:
+            raise ValueError(
+                f"The {name} dataset has no `{column}` column, which the selected loss_type needs. "
+                + (
+                    "Annotate it with `scripts/annotate_margins.py` (reward-model margins) or choose another loss_type."
+                    if column == "margin"
+                    else f"Add a `{column}` column or choose another loss_type."
+                )
+            )
+    for column in ("chosen", "rejected"):
+        for index, value in enumerate(dataset[column]):
+            if not _content(value).strip():
+                raise ValueError(
+                    f"Row {index} of the {name} dataset has an empty `{column}` completion. Every pair needs two "
+                    "non-empty responses: drop or fix such rows, e.g. `dataset.filter(lambda r: r['chosen'] and "
+                    "r['rejected'])`."
+                )
+    if "prompt" in columns:
+        for index, value in enumerate(dataset["prompt"]):
+            if not _content(value).strip():
+                raise ValueError(
+                    f"Row {index} of the {name} dataset has an empty `prompt`. Fix or drop the row."
+                )
+    for column in ("margin", "weight"):
+        if column in columns:
+            for index, value in enumerate(dataset[column]):
+                if not isinstance(value, (int, float)) or value != value:
+                    raise ValueError(
+                        f"Row {index} of the {name} dataset has a non-numeric `{column}` ({value!r}); it must be a "
+                        "finite number."
+                    )
+                if column == "weight" and value < 0:
+                    raise ValueError(f"Row {index} of the {name} dataset has a negative `weight` ({value}).")
+
+
+def check_chat_template(tokenizer: Any, dataset: Any, model_name: str) -> None:
+    """A conversational dataset needs a tokenizer with a chat template."""
+    if not isinstance(dataset, Dataset) or len(dataset) == 0:
+        return
+    first = dataset[0]
+    conversational = any(is_conversational_value(first.get(key)) for key in ("prompt", "chosen", "messages"))
+    if conversational and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"The dataset is conversational but the tokenizer of `{model_name}` has no chat template. Set "
+            "`chat_template: chatml` (or a path to a Jinja template) in the recipe, or use an instruct model that "
+            "ships one."
+        )
