@@ -1,0 +1,58 @@
+"""Turn a recipe's dataset fields into a `DatasetDict`, the way TRL's scripts do, plus the embedded task suite."""
+
+from __future__ import annotations
+
+from datasets import DatasetDict, load_dataset
+from trl import get_dataset
+
+# `dataset_name` value that selects the embedded verifiable task suite instead of a Hub id or a local path.
+TASK_SUITE = "task-suite"
+
+
+def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference") -> DatasetDict:
+    """Load the training data named by a recipe.
+
+    - `dataset_name: task-suite` loads the shipped task-suite snapshot in format `fmt` (`preference`, `sft` or
+      `prompt_only`), restricted to `task_domains`; its `test` split is the held-out evaluation set.
+    - a `datasets:` mixture uses TRL's `get_dataset`;
+    - anything else goes to `datasets.load_dataset(dataset_name, name=dataset_config)`, as in TRL.
+    """
+    if mixture_args is not None and mixture_args.datasets:
+        if script_args.dataset_name:
+            raise ValueError(
+                "The recipe sets both `dataset_name` and a `datasets` mixture; keep one of them."
+            )
+        return get_dataset(mixture_args)
+    if not script_args.dataset_name:
+        raise ValueError(
+            "The recipe names no data: set `dataset_name` (a Hub id, a local path, or `task-suite` for the embedded "
+            "task suite) or a `datasets:` mixture."
+        )
+    if script_args.dataset_name == TASK_SUITE:
+        from .data import load_task_suite
+
+        return DatasetDict(
+            {
+                script_args.dataset_train_split: load_task_suite(
+                    "train", fmt, domains=script_args.task_domains,
+                    limit_per_domain=script_args.train_limit_per_domain,
+                ),
+                script_args.dataset_test_split: load_task_suite(
+                    "test", fmt, domains=script_args.task_domains,
+                    limit_per_domain=script_args.eval_limit_per_domain,
+                ),
+            }
+        )
+    if script_args.task_domains:
+        raise ValueError("`task_domains` only applies to `dataset_name: task-suite`; remove it for other datasets.")
+    return load_dataset(
+        script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
+    )
+
+
+def split_or_fail(datasets: DatasetDict, split: str, field_name: str):
+    if split not in datasets:
+        raise ValueError(
+            f"The dataset has no split {split!r} (splits: {sorted(datasets)}). Set `{field_name}` to one of them."
+        )
+    return datasets[split]

@@ -1,0 +1,189 @@
+"""What every `scripts/run_*.py` does besides training: parse, load the model, resume, evaluate, save, push."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+logger = logging.getLogger("alignment")
+
+CHAT_TEMPLATES = {
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+}
+
+
+def setup_logging(training_args) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.setLevel(training_args.get_process_log_level())
+
+
+def parse_recipe(dataclass_types, argv: list[str] | None = None):
+    """Parse `--config recipe.yaml` plus CLI overrides with TRL's parser.
+
+    Precision follows the device unless the recipe says otherwise: TRL defaults to `bf16=True`, which fails or runs
+    ~100x slower on a CPU without bf16 units, so on CPU the default becomes fp32. Returns the dataclasses and the
+    recipe as a dict (for the model card and `recipe.yaml` next to the checkpoint).
+    """
+    from trl import TrlParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = TrlParser(dataclass_types)
+    if not torch.cuda.is_available():
+        parser.set_defaults(bf16=False, fp16=False)
+    parsed = parser.parse_args_and_config(args=argv)
+    recipe: dict[str, Any] = {}
+    if "--config" in argv:
+        with open(argv[argv.index("--config") + 1]) as f:
+            recipe = yaml.safe_load(f) or {}
+    overrides = [a for i, a in enumerate(argv) if a != "--config" and (i == 0 or argv[i - 1] != "--config")]
+    if overrides:
+        recipe["cli_overrides"] = overrides
+    return (*parsed, recipe)
+
+
+def load_model_and_tokenizer(model_args, script_args, training_args):
+    """Load the causal LM and its tokenizer; `model_name_or_path` may be an embedded-model alias.
+
+    Returns ``(model, tokenizer, resolved_path)``. The model is fp32 on CPU and bf16 on GPU unless `dtype` is set.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .models import resolve_model_name_or_path
+
+    if not model_args.model_name_or_path:
+        raise ValueError("Set `model_name_or_path` in the recipe (a local path, a Hub id, or `smollm2-135m-instruct`).")
+    path = resolve_model_name_or_path(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+    )
+    if script_args.chat_template:
+        template = CHAT_TEMPLATES.get(script_args.chat_template)
+        if template is None:
+            template_path = Path(script_args.chat_template)
+            if not template_path.is_file():
+                raise ValueError(
+                    f"`chat_template: {script_args.chat_template}` is neither a known name ({sorted(CHAT_TEMPLATES)}) "
+                    "nor a file."
+                )
+            template = template_path.read_text()
+        tokenizer.chat_template = template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    dtype = model_args.dtype
+    if dtype in (None, "auto"):
+        dtype = "bfloat16" if (torch.cuda.is_available() and training_args.bf16) else "float32"
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype,
+    )
+    return model, tokenizer, path
+
+
+def resolve_resume_checkpoint(training_args) -> str | bool | None:
+    """`resume_from_checkpoint: true` (or `last`) resumes from the newest checkpoint in `output_dir`, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = training_args.resume_from_checkpoint
+    if isinstance(value, str) and value.lower() in {"true", "last", "yes"}:
+        value = True
+    if isinstance(value, str) and value.lower() in {"false", "no", "none", ""}:
+        value = None
+    if value is True:
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            logger.info("resume_from_checkpoint: no checkpoint in %s yet; starting from scratch.", training_args.output_dir)
+        else:
+            logger.info("Resuming from %s", last)
+        return last
+    return value
+
+
+def save_recipe(output_dir: str, recipe: dict[str, Any]) -> None:
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+
+def model_for_generation(trainer):
+    """The trained model, usable for `generate` on this process, or None under ZeRO-3 (weights are sharded)."""
+    if trainer.is_deepspeed_enabled:
+        plugin = trainer.accelerator.state.deepspeed_plugin
+        if plugin is not None and plugin.zero_stage == 3:
+            return None
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def answer_eval_dataset(script_args, datasets):
+    """Held-out prompts with ground-truth answers for the generation evaluation, or None if the data has none."""
+    if script_args.dataset_name == "task-suite":
+        from .data import load_task_suite
+
+        return load_task_suite(
+            "test", "prompt_only", domains=script_args.task_domains, limit_per_domain=script_args.eval_limit_per_domain
+        )
+    test = datasets.get(script_args.dataset_test_split)
+    if test is None or not {"prompt", "answer"} <= set(test.column_names):
+        logger.info("No held-out split with `prompt` and `answer` columns: skipping the answer-accuracy evaluation.")
+        return None
+    return test
+
+
+def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir: str):
+    """Answer accuracy of the trained model on the main process (reloaded from disk under ZeRO-3)."""
+    from .evaluation import evaluate_answers
+
+    model = model_for_generation(trainer)
+    if model is None:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
+    return evaluate_answers(
+        model, tokenizer, answers, max_new_tokens=script_args.eval_max_new_tokens, batch_size=script_args.eval_batch_size
+    )
+
+
+def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict, results: dict, push_to_hub: bool,
+                 hub_model_id: str | None, datasets: list[str] | None, hub_private: bool | None = None) -> None:
+    """Main process only: write eval_results.json, recipe.yaml and the model card; push once if asked."""
+    from .evaluation import format_accuracy_table, write_eval_results
+    from .hub import push_folder_to_hub, write_model_card
+
+    tables = {name: r for name, r in results.items() if isinstance(r, dict) and "accuracy" in r}
+    if tables:
+        print("\nHeld-out answer accuracy (greedy, final answer checked):")
+        print(format_accuracy_table(tables))
+    if "preference" in results:
+        pref = results["preference"]
+        keys = [k for k in ("eval_rewards/accuracies", "eval_rewards/margins", "eval_loss") if k in pref]
+        print("Held-out preference metrics: " + ", ".join(f"{k}={pref[k]:.4f}" for k in keys))
+    path = write_eval_results(output_dir, results)
+    print(f"Evaluation written to {path}")
+    save_recipe(output_dir, recipe)
+
+    card_metrics: dict[str, float] = {}
+    if "after" in results:
+        card_metrics.update({f"accuracy/{d}": v for d, v in results["after"]["accuracy"].items()})
+    if "before" in results:
+        card_metrics.update({f"accuracy_before/{d}": v for d, v in results["before"]["accuracy"].items()})
+    card_metrics.update({k: v for k, v in results.get("preference", {}).items() if isinstance(v, (int, float))})
+    model_name = (hub_model_id or Path(output_dir).name).split("/")[-1]
+    write_model_card(output_dir, model_name=model_name, base_model=base_model, method=method, recipe=recipe,
+                     metrics=card_metrics, datasets=datasets)
+    if push_to_hub:
+        repo_id = hub_model_id or Path(output_dir).name
+        url = push_folder_to_hub(output_dir, repo_id, private=bool(hub_private))
+        print(f"Pushed {output_dir} to {url}")
