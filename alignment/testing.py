@@ -56,7 +56,9 @@ def build_tiny_tokenizer(vocab_size: int = 320):
         unk_token=None,
     )
     fast.chat_template = CHATML_TEMPLATE
+    # transformers 5 saves only `init_kwargs`: setting the attribute alone would reload as right padding.
     fast.padding_side = "left"
+    fast.init_kwargs["padding_side"] = "left"
     return fast
 
 
