@@ -30,6 +30,8 @@ def main(argv=None):
     setup_logging(training_args)
     set_seed(training_args.seed)
     state = PartialState()
+    # One line per rank, so a launch that silently started fewer processes than asked is visible in the log.
+    print(f"[alignment] rank {state.process_index} of world size {state.num_processes} on {state.device}", flush=True)
 
     model, tokenizer, model_path = load_model_and_tokenizer(model_args, script_args, training_args)
     data = load_recipe_datasets(script_args, mixture_args, fmt="preference")
