@@ -32,7 +32,8 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     """Parse `--config recipe.yaml` plus CLI overrides with TRL's parser.
 
     Precision follows the device unless the recipe says otherwise: TRL defaults to `bf16=True`, which fails or runs
-    ~100x slower on a CPU without bf16 units, so on CPU the default becomes fp32. Returns the dataclasses and the
+    ~100x slower on a CPU without bf16 units, so on CPU the default becomes fp32; TRL's default gradient
+    checkpointing costs time on CPU and saves memory nobody is short of at these sizes, so it is off there. Returns the dataclasses and the
     recipe as a dict (for the model card and `recipe.yaml` next to the checkpoint).
     """
     from trl import TrlParser
@@ -40,7 +41,7 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = TrlParser(dataclass_types)
     if not torch.cuda.is_available():
-        parser.set_defaults(bf16=False, fp16=False)
+        parser.set_defaults(bf16=False, fp16=False, gradient_checkpointing=False)
     parsed = parser.parse_args_and_config(args=argv)
     recipe: dict[str, Any] = {}
     if "--config" in argv:

@@ -2,8 +2,6 @@
 
 import json
 import os
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +9,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from alignment import cli
 
-import run_dpo  # noqa: E402
-import run_sft  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def dpo_argv(model_dir, output_dir, *extra):
@@ -25,7 +21,7 @@ def dpo_argv(model_dir, output_dir, *extra):
 
 def test_run_dpo_end_to_end(tiny_model_dir, tmp_path):
     out = tmp_path / "dpo"
-    trainer, results = run_dpo.main(dpo_argv(tiny_model_dir, out, "--eval_before_training", "true"))
+    trainer, results = cli.dpo_main(dpo_argv(tiny_model_dir, out, "--eval_before_training", "true"))
     assert trainer.state.global_step == 8
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "checkpoint-4").is_dir() and (out / "checkpoint-8").is_dir()
@@ -47,7 +43,7 @@ def test_run_sft_end_to_end(tiny_model_dir, tmp_path):
     out = tmp_path / "sft"
     argv = ["--config", str(ROOT / "recipes/tiny/sft.yaml"), "--model_name_or_path", tiny_model_dir,
             "--output_dir", str(out)]
-    trainer, results = run_sft.main(argv)
+    trainer, results = cli.sft_main(argv)
     assert trainer.state.global_step == 4
     assert (out / "model.safetensors").is_file()
     assert "after" in json.loads((out / "eval_results.json").read_text())
@@ -59,7 +55,7 @@ def test_cli_override_and_unknown_recipe_key_fail_fast(tiny_model_dir, tmp_path)
     recipe["loss_typ"] = "sigmoid"  # a typo must not be ignored
     bad.write_text(yaml.safe_dump(recipe))
     with pytest.raises((ValueError, SystemExit)):
-        run_dpo.main(["--config", str(bad), "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path)])
+        cli.dpo_main(["--config", str(bad), "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path)])
 
 
 class SimulatedCrash(RuntimeError):
@@ -69,10 +65,10 @@ class SimulatedCrash(RuntimeError):
 def test_interrupted_run_resumes_to_the_same_parameters(tiny_model_dir, tmp_path, monkeypatch):
     common = ("--eval_after_training", "false")
     full_dir, crash_dir = tmp_path / "full", tmp_path / "crash"
-    run_dpo.main(dpo_argv(tiny_model_dir, full_dir, *common))
+    cli.dpo_main(dpo_argv(tiny_model_dir, full_dir, *common))
 
     # Crash in the middle of step 6, after checkpoint-4 was written.
-    original_step = run_dpo.PreferenceTrainer.training_step
+    original_step = cli.PreferenceTrainer.training_step
     calls = {"n": 0}
 
     def crashing_step(self, *args, **kwargs):
@@ -81,14 +77,14 @@ def test_interrupted_run_resumes_to_the_same_parameters(tiny_model_dir, tmp_path
             raise SimulatedCrash("power cut")
         return original_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(run_dpo.PreferenceTrainer, "training_step", crashing_step)
+    monkeypatch.setattr(cli.PreferenceTrainer, "training_step", crashing_step)
     with pytest.raises(SimulatedCrash):
-        run_dpo.main(dpo_argv(tiny_model_dir, crash_dir, *common))
-    monkeypatch.setattr(run_dpo.PreferenceTrainer, "training_step", original_step)
+        cli.dpo_main(dpo_argv(tiny_model_dir, crash_dir, *common))
+    monkeypatch.setattr(cli.PreferenceTrainer, "training_step", original_step)
     assert (crash_dir / "checkpoint-4").is_dir() and not (crash_dir / "checkpoint-8").exists()
     assert not (crash_dir / "model.safetensors").exists()
 
-    trainer, _ = run_dpo.main(dpo_argv(tiny_model_dir, crash_dir, *common, "--resume_from_checkpoint", "true"))
+    trainer, _ = cli.dpo_main(dpo_argv(tiny_model_dir, crash_dir, *common, "--resume_from_checkpoint", "true"))
     assert trainer.state.global_step == 8
     full = load_file(full_dir / "model.safetensors")
     resumed = load_file(crash_dir / "model.safetensors")

