@@ -123,3 +123,26 @@ def test_required_extra_column_missing_is_a_clear_error():
 def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         register_preference_loss("sigmoid")(lambda batch: (batch.logratio_margin, {}))
+
+
+def test_sft_is_length_normalised_chosen_nll():
+    loss, metrics = compute_preference_loss("sft", token_batch())
+    # chosen sums [-0.75, -3.0] over lengths [2, 3]
+    torch.testing.assert_close(loss, torch.tensor([0.375, 1.0]))
+    torch.testing.assert_close(metrics["nll/chosen"], loss)
+
+
+def test_sft_gradient_raises_chosen_and_ignores_rejected():
+    batch = token_batch()
+    batch.chosen_logps.requires_grad_(True)
+    batch.rejected_logps.requires_grad_(True)
+    compute_preference_loss("sft", batch)[0].sum().backward()
+    mask = batch.chosen_mask.bool()
+    # d/dlogp_t of −Σ logp / |y| is −1/|y| on each completion token.
+    torch.testing.assert_close(batch.chosen_logps.grad[mask], torch.tensor([-0.5, -0.5, -1 / 3, -1 / 3, -1 / 3]))
+    assert batch.rejected_logps.grad is None or (batch.rejected_logps.grad == 0).all()
+
+
+def test_sft_takes_no_beta():
+    with pytest.raises(ValueError, match=r"does not take \['beta'\]"):
+        compute_preference_loss("sft", token_batch(), beta=0.1)

@@ -142,3 +142,22 @@ def test_model_without_chat_template_fails_with_fix(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match=r"no chat template.*chat_template: chatml"):
         PreferenceTrainer(model=model, args=PreferenceConfig(**common_args(tmp_path)), train_dataset=pairs(),
                           processing_class=tokenizer)
+
+
+def test_combined_losses_are_summed_with_loss_weights(tiny_model_dir, tmp_path):
+    dataset = pairs()
+    trainers = {
+        "sigmoid": make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, dataset),
+        "sft": make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, dataset, loss_type="sft"),
+        "both": make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, dataset,
+                             loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.25]),
+    }
+    batch = next(iter(trainers["both"].get_train_dataloader()))
+    losses = {}
+    for name, trainer in trainers.items():
+        perturb_(trainer.model)
+        trainer.model.train()
+        losses[name] = trainer.compute_loss(trainer.model, dict(batch)).item()
+    assert losses["sft"] > 0
+    assert abs(losses["both"] - (losses["sigmoid"] + 0.25 * losses["sft"])) < 1e-5
+    assert "sft/nll/chosen" in trainers["both"]._metrics["train"]

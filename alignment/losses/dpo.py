@@ -19,3 +19,19 @@ def sigmoid_loss(batch: PreferenceBatch, *, beta: float = 0.1) -> tuple[torch.Te
     """
     require_positive("beta", beta)
     return -F.logsigmoid(beta * batch.logratio_margin), {}
+
+
+@register_preference_loss("sft")
+def sft_loss(batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Negative log-likelihood of the chosen completion, length-normalised per example.
+
+    ``L = −ℓ_θ(y_w) / |y_w|``; shape ``[B]``. It takes no hyper-parameters: its strength is its entry in
+    `loss_weights`. Combined as ``loss_type: [sigmoid, sft]`` with ``loss_weights: [1.0, α]`` it gives the IRPO
+    objective (Pang et al., NeurIPS 2024, arXiv 2404.19733): ``−log σ(βh) − α ℓ_θ(y_w)/|y_w|``.
+
+    Note: TRL's ``"sft"`` term averages over all chosen tokens of the batch at once; this one averages within each
+    example, then over examples. The two are equal when every chosen completion in the batch has the same length.
+    """
+    return -batch.chosen_logps_sum / batch.chosen_lengths.clamp(min=1), {
+        "nll/chosen": -batch.chosen_logps_sum.detach() / batch.chosen_lengths.clamp(min=1)
+    }
