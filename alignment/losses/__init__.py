@@ -15,7 +15,7 @@ from .registry import (
 )
 
 # Importing the modules registers their losses.
-from . import dpo  # noqa: E402,F401  isort: skip
+from . import discopop, dpo, madpo, margin_losses, npo  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "PreferenceBatch",
