@@ -146,3 +146,31 @@ def test_sft_gradient_raises_chosen_and_ignores_rejected():
 def test_sft_takes_no_beta():
     with pytest.raises(ValueError, match=r"does not take \['beta'\]"):
         compute_preference_loss("sft", token_batch(), beta=0.1)
+
+
+def _all_registered_losses():
+    import alignment.losses as losses
+
+    return [name for name in losses.list_preference_losses() if not name.startswith("_test")]
+
+
+@pytest.mark.parametrize("name", _all_registered_losses())
+def test_every_loss_composes_with_token_weights(name):
+    """All-ones token weights reproduce the unweighted loss exactly; other weights change it (where h matters)."""
+    extras = {"margin": torch.tensor([0.5, -1.0])}
+    plain, _ = compute_preference_loss(name, token_batch(**extras))
+    ones = token_batch(**extras, chosen_token_weight=torch.ones(2, 3), rejected_token_weight=torch.ones(2, 3))
+    torch.testing.assert_close(compute_preference_loss(name, ones)[0], plain, rtol=0, atol=0)
+    halves = token_batch(**extras, chosen_token_weight=torch.full((2, 3), 0.5),
+                         rejected_token_weight=torch.full((2, 3), 0.5))
+    assert not torch.allclose(compute_preference_loss(name, halves)[0], plain)
+
+
+def test_token_weights_scale_each_token_log_ratio():
+    weight = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 2.0]])
+    batch = token_batch(chosen_token_weight=weight)
+    # pair 0 keeps only token 0: (−0.5 − (−1.0)) = 0.5; pair 1: 1·(−1 + 0.5) + 2·(−1 + 0.5) = −1.5
+    torch.testing.assert_close(batch.chosen_logratios, torch.tensor([0.5, -1.5]))
+    # Padding stays out even with a non-zero weight there.
+    padded = token_batch(chosen_token_weight=torch.tensor([[1.0, 1.0, 5.0], [1.0, 1.0, 1.0]]))
+    torch.testing.assert_close(padded.chosen_logratios, token_batch().chosen_logratios)

@@ -23,6 +23,10 @@ class PreferenceBatch:
         margin: optional ``[B]`` external score margin of the pair (e.g. a reward model's r(chosen) - r(rejected)).
         weight: optional ``[B]`` per-example weight; ``compute_preference_loss`` multiplies it into any loss.
         domain: optional ``[B]`` integer domain id of each pair.
+        chosen_token_weight: optional ``[B, T]`` weight of each chosen token's log-ratio (token-level methods such as
+            SparsePO masks or TLDR weights). Every sequence sum below is weighted by it, so token weights compose
+            with any sequence-level loss; all-ones weights reproduce the unweighted loss exactly.
+        rejected_token_weight: optional ``[B, T]``, the same for the rejected tokens.
     """
 
     chosen_logps: torch.Tensor
@@ -34,6 +38,8 @@ class PreferenceBatch:
     margin: torch.Tensor | None = None
     weight: torch.Tensor | None = None
     domain: torch.Tensor | None = None
+    chosen_token_weight: torch.Tensor | None = None
+    rejected_token_weight: torch.Tensor | None = None
 
     def __post_init__(self):
         for side in ("chosen", "rejected"):
@@ -44,6 +50,14 @@ class PreferenceBatch:
                 raise ValueError(
                     f"PreferenceBatch: `{side}_logps` {tuple(logps.shape)}, `ref_{side}_logps` {tuple(ref.shape)} and "
                     f"`{side}_mask` {tuple(mask.shape)} must all have the same [B, T] shape."
+                )
+        for side in ("chosen", "rejected"):
+            weight = getattr(self, f"{side}_token_weight")
+            mask = getattr(self, f"{side}_mask")
+            if weight is not None and weight.shape != mask.shape:
+                raise ValueError(
+                    f"PreferenceBatch: `{side}_token_weight` {tuple(weight.shape)} must match `{side}_mask` "
+                    f"{tuple(mask.shape)}."
                 )
         if self.chosen_logps.size(0) != self.rejected_logps.size(0):
             raise ValueError(
@@ -59,22 +73,36 @@ class PreferenceBatch:
     def batch_size(self) -> int:
         return self.chosen_logps.size(0)
 
-    # Sequence sums: the log-prob of a whole completion, ℓ(y|x) = Σ_t log π(y_t | x, y_<t).
+    # Sequence sums: the log-prob of a whole completion, ℓ(y|x) = Σ_t w_t log π(y_t | x, y_<t), with w_t the token
+    # weight where one is set and the completion mask otherwise.
+    @property
+    def chosen_token_scale(self) -> torch.Tensor:
+        """``[B, T]`` factor applied to every chosen token: mask × token weight."""
+        if self.chosen_token_weight is None:
+            return self.chosen_mask
+        return self.chosen_mask * self.chosen_token_weight
+
+    @property
+    def rejected_token_scale(self) -> torch.Tensor:
+        if self.rejected_token_weight is None:
+            return self.rejected_mask
+        return self.rejected_mask * self.rejected_token_weight
+
     @property
     def chosen_logps_sum(self) -> torch.Tensor:
-        return (self.chosen_logps * self.chosen_mask).sum(-1)
+        return (self.chosen_logps * self.chosen_token_scale).sum(-1)
 
     @property
     def rejected_logps_sum(self) -> torch.Tensor:
-        return (self.rejected_logps * self.rejected_mask).sum(-1)
+        return (self.rejected_logps * self.rejected_token_scale).sum(-1)
 
     @property
     def ref_chosen_logps_sum(self) -> torch.Tensor:
-        return (self.ref_chosen_logps * self.chosen_mask).sum(-1)
+        return (self.ref_chosen_logps * self.chosen_token_scale).sum(-1)
 
     @property
     def ref_rejected_logps_sum(self) -> torch.Tensor:
-        return (self.ref_rejected_logps * self.rejected_mask).sum(-1)
+        return (self.ref_rejected_logps * self.rejected_token_scale).sum(-1)
 
     @property
     def chosen_lengths(self) -> torch.Tensor:
