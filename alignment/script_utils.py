@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,14 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     parser = TrlParser(dataclass_types)
     if not torch.cuda.is_available():
         parser.set_defaults(bf16=False, fp16=False, gradient_checkpointing=False)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.accelerator.current_accelerator() is None:
+        # Several processes on a machine without GPU. accelerate's multi-process launcher does not pass `use_cpu` on
+        # to the script, and without it every rank trains alone (world size 1, same output_dir); DeepSpeed needs
+        # gloo on CPU (its CPU default is oneCCL). `use_cpu` would bypass DeepSpeed, so it is left out there.
+        cpu_defaults = {"ddp_backend": "gloo"}
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+            cpu_defaults["use_cpu"] = True
+        parser.set_defaults(**cpu_defaults)
     parsed = parser.parse_args_and_config(args=argv)
     recipe: dict[str, Any] = {}
     if "--config" in argv:
@@ -143,18 +152,37 @@ def answer_eval_dataset(script_args, datasets):
     return test
 
 
+@contextmanager
+def _zero3_init_disabled():
+    """Unregister the Trainer's global ZeRO-3 DeepSpeed config for a while (to load and generate on one process)."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if config is not None:
+            hf_deepspeed.set_hf_deepspeed_config(config)
+
+
 def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir: str):
     """Answer accuracy of the trained model on the main process (reloaded from disk under ZeRO-3)."""
     from .evaluation import evaluate_answers
 
     model = model_for_generation(trainer)
-    if model is None:
-        from transformers import AutoModelForCausalLM
+    if model is not None:
+        return evaluate_answers(model, tokenizer, answers, max_new_tokens=script_args.eval_max_new_tokens,
+                                batch_size=script_args.eval_batch_size)
+    from transformers import AutoModelForCausalLM
 
+    # Rank 0 alone: with ZeRO-3 registered, `from_pretrained` would build the model inside `deepspeed.zero.Init` and
+    # `generate` would default to `synced_gpus=True`; both wait on the other ranks forever.
+    with _zero3_init_disabled():
         model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
-    return evaluate_answers(
-        model, tokenizer, answers, max_new_tokens=script_args.eval_max_new_tokens, batch_size=script_args.eval_batch_size
-    )
+        return evaluate_answers(model, tokenizer, answers, max_new_tokens=script_args.eval_max_new_tokens,
+                                batch_size=script_args.eval_batch_size)
 
 
 def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict, results: dict, push_to_hub: bool,
