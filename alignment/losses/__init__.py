@@ -1,11 +1,12 @@
 """Preference losses, registered by name. Import this package to register every built-in loss.
 
-Public entry points: `compute_preference_loss(name, batch, **hparams) -> (per_example_loss, metrics)` and
-`PreferenceBatch`.
+Public entry points: `compute_preference_loss(name, batch, *, state=None, **hparams) -> (per_example_loss, metrics)`,
+`PreferenceBatch`, and `LossState` (the running state of stateful losses such as `beta_dpo`).
 """
 
 from .batch import PreferenceBatch
 from .registry import (
+    LossState,
     PreferenceLossSpec,
     compute_preference_loss,
     get_preference_loss,
@@ -15,9 +16,10 @@ from .registry import (
 )
 
 # Importing the modules registers their losses.
-from . import discopop, dpo, madpo, margin_losses, npo  # noqa: E402,F401  isort: skip
+from . import beta_dpo, discopop, dpo, madpo, margin_losses, nll_regularized, npo, wpo  # noqa: E402,F401  isort: skip
 
 __all__ = [
+    "LossState",
     "PreferenceBatch",
     "PreferenceLossSpec",
     "compute_preference_loss",

@@ -27,6 +27,9 @@ class PreferenceBatch:
             SparsePO masks or TLDR weights). Every sequence sum below is weighted by it, so token weights compose
             with any sequence-level loss; all-ones weights reproduce the unweighted loss exactly.
         rejected_token_weight: optional ``[B, T]``, the same for the rejected tokens.
+        chosen_log_sum_sq_probs: optional ``[B, T]`` policy ``log Σ_v π_θ(v | x, y_<t)²`` at each chosen-completion
+            position (TRL fused-LM-head output ``log_sum_sq_probs``; used by WPO), zero outside the completion.
+        rejected_log_sum_sq_probs: optional ``[B, T]``, the same for the rejected completion.
     """
 
     chosen_logps: torch.Tensor
@@ -40,6 +43,8 @@ class PreferenceBatch:
     domain: torch.Tensor | None = None
     chosen_token_weight: torch.Tensor | None = None
     rejected_token_weight: torch.Tensor | None = None
+    chosen_log_sum_sq_probs: torch.Tensor | None = None
+    rejected_log_sum_sq_probs: torch.Tensor | None = None
 
     def __post_init__(self):
         for side in ("chosen", "rejected"):
@@ -52,13 +57,14 @@ class PreferenceBatch:
                     f"`{side}_mask` {tuple(mask.shape)} must all have the same [B, T] shape."
                 )
         for side in ("chosen", "rejected"):
-            weight = getattr(self, f"{side}_token_weight")
             mask = getattr(self, f"{side}_mask")
-            if weight is not None and weight.shape != mask.shape:
-                raise ValueError(
-                    f"PreferenceBatch: `{side}_token_weight` {tuple(weight.shape)} must match `{side}_mask` "
-                    f"{tuple(mask.shape)}."
-                )
+            for kind in ("token_weight", "log_sum_sq_probs"):
+                value = getattr(self, f"{side}_{kind}")
+                if value is not None and value.shape != mask.shape:
+                    raise ValueError(
+                        f"PreferenceBatch: `{side}_{kind}` {tuple(value.shape)} must match `{side}_mask` "
+                        f"{tuple(mask.shape)}."
+                    )
         if self.chosen_logps.size(0) != self.rejected_logps.size(0):
             raise ValueError(
                 f"PreferenceBatch: {self.chosen_logps.size(0)} chosen rows but {self.rejected_logps.size(0)} rejected rows."

@@ -9,6 +9,19 @@ A loss is registered with a decorator and has the signature::
 Every keyword-only parameter with a default is a hyper-parameter, settable from a recipe. The registry checks names
 before any forward pass (unknown loss, unknown hyper-parameter, missing extra column) so that bad configuration fails
 before training starts, with the valid choices in the message.
+
+Stateful losses (running statistics across steps, e.g. β-DPO's EMA of the margin) declare a keyword-only parameter
+``state`` *without* a default::
+
+    @register_preference_loss("name")
+    def my_loss(batch, *, state: LossState, beta: float = 0.1): ...
+
+They receive a `LossState` (buffers, a cross-rank ``gather``, a ``training`` flag and an optional RNG) that the caller
+keeps between steps; the trainer owns one per stateful loss and saves it in every checkpoint.
+
+``requires`` names what the loss cannot work without: per-example dataset columns (``margin``, ``weight``,
+``domain``) or per-token model outputs (``log_sum_sq_probs``: ``log Σ_v π_θ(v)²`` at each completion token, which the
+trainer then requests from TRL's fused LM head).
 """
 
 from __future__ import annotations
@@ -24,6 +37,53 @@ from .batch import PreferenceBatch
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+@dataclass
+class LossState:
+    """State a stateful loss keeps between calls.
+
+    Attributes:
+        buffers: named tensors the loss reads and updates in place (running statistics). The loss creates them on
+            first use; they are saved in checkpoints by `state_dict()`.
+        gather: concatenates a tensor across ranks (the trainer sets ``accelerator.gather``) so that statistics are
+            global; the default, the identity, is right for a single process.
+        training: running statistics are updated only when True (the trainer sets it from ``model.training``).
+        generator: RNG for any sampling the loss does (``None``: torch's global RNG). Its state is checkpointed too,
+            so a resumed run draws the same samples as an uninterrupted one.
+    """
+
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)
+    gather: Callable[[torch.Tensor], torch.Tensor] = _identity
+    training: bool = True
+    generator: torch.Generator | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "buffers": {key: value.detach().cpu().clone() for key, value in self.buffers.items()},
+            "generator": None if self.generator is None else self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore buffers (each on the device of the buffer it replaces, if any) and the generator state."""
+        buffers = {}
+        for key, value in state_dict["buffers"].items():
+            device = self.buffers[key].device if key in self.buffers else value.device
+            buffers[key] = value.detach().clone().to(device)
+        self.buffers = buffers
+        if state_dict.get("generator") is not None:
+            if self.generator is None:
+                self.generator = torch.Generator()
+            self.generator.set_state(state_dict["generator"])
+
+
+def fresh_loss_state(seed: int = 0) -> LossState:
+    """A new `LossState` with a seeded generator: what a stateful loss sees when called without a state."""
+    return LossState(generator=torch.Generator().manual_seed(seed))
+
+
 @dataclass(frozen=True)
 class PreferenceLossSpec:
     """What the registry knows about one loss."""
@@ -32,6 +92,17 @@ class PreferenceLossSpec:
     fn: LossFn
     hparams: dict[str, Any] = field(default_factory=dict)  # name -> default
     requires: tuple[str, ...] = ()  # PreferenceBatch extras the loss cannot work without
+    stateful: bool = False  # takes a `state: LossState` argument (see `LossState`)
+
+    @property
+    def requires_columns(self) -> tuple[str, ...]:
+        """The per-example dataset columns among `requires`."""
+        return tuple(extra for extra in self.requires if extra in _COLUMN_EXTRAS)
+
+    @property
+    def requires_model_outputs(self) -> tuple[str, ...]:
+        """The per-token model outputs among `requires` (names of TRL fused-LM-head outputs)."""
+        return tuple(extra for extra in self.requires if extra in _TOKEN_EXTRAS)
 
     @property
     def summary(self) -> str:
@@ -40,7 +111,15 @@ class PreferenceLossSpec:
 
 
 _PREFERENCE_LOSSES: dict[str, PreferenceLossSpec] = {}
-_EXTRAS = ("margin", "weight", "domain")
+_COLUMN_EXTRAS = ("margin", "weight", "domain")  # per-example dataset columns -> PreferenceBatch field of that name
+# per-token model outputs -> the two PreferenceBatch fields that carry them
+_TOKEN_EXTRAS = {"log_sum_sq_probs": ("chosen_log_sum_sq_probs", "rejected_log_sum_sq_probs")}
+_EXTRAS = (*_COLUMN_EXTRAS, *_TOKEN_EXTRAS)
+
+
+def _batch_has(batch: PreferenceBatch, extra: str) -> bool:
+    fields = _TOKEN_EXTRAS.get(extra, (extra,))
+    return all(getattr(batch, name) is not None for name in fields)
 
 
 def register_preference_loss(name: str, *, requires: tuple[str, ...] = ()) -> Callable[[LossFn], LossFn]:
@@ -58,7 +137,13 @@ def register_preference_loss(name: str, *, requires: tuple[str, ...] = ()) -> Ca
             for p in params.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
         }
-        _PREFERENCE_LOSSES[name] = PreferenceLossSpec(name=name, fn=fn, hparams=hparams, requires=tuple(requires))
+        state = params.get("state")
+        if state is not None and (state.kind is not inspect.Parameter.KEYWORD_ONLY
+                                  or state.default is not inspect.Parameter.empty):
+            raise ValueError(f"register_preference_loss({name!r}): `state` must be keyword-only without a default.")
+        _PREFERENCE_LOSSES[name] = PreferenceLossSpec(
+            name=name, fn=fn, hparams=hparams, requires=tuple(requires), stateful=state is not None
+        )
         return fn
 
     return decorator
@@ -87,22 +172,39 @@ def check_hparams(name: str, hparams: dict[str, Any]) -> None:
 
 
 def compute_preference_loss(
-    name: str, batch: PreferenceBatch, **hparams: Any
+    name: str, batch: PreferenceBatch, *, state: LossState | None = None, **hparams: Any
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Compute the registered loss ``name`` on ``batch``.
 
     Returns ``(per_example_loss, metrics)``: the loss has shape ``[B]``; metrics are detached tensors of shape ``[B]``
     (averaged by the caller) or scalars. If ``batch.weight`` is set, the per-example loss is multiplied by it here, so
     every registered loss composes with per-example weights through this one mechanism.
+
+    ``state`` is for stateful losses (`PreferenceLossSpec.stateful`): pass the same `LossState` at every step. If it is
+    ``None`` a fresh one is used (`fresh_loss_state()`: generator seeded with 0, so the call is deterministic), i.e.
+    the call behaves as the first step of a run and its updates are lost.
+    Passing a ``state`` to a stateless loss is an error (it would be silently ignored otherwise).
     """
     spec = get_preference_loss(name)
     check_hparams(name, hparams)
-    missing = [extra for extra in spec.requires if getattr(batch, extra) is None]
+    if state is not None and not spec.stateful:
+        raise ValueError(f"loss_type {name!r} is stateless; do not pass `state=`.")
+    missing = [extra for extra in spec.requires if not _batch_has(batch, extra)]
     if missing:
+        columns = [extra for extra in missing if extra in _COLUMN_EXTRAS]
+        outputs = [extra for extra in missing if extra in _TOKEN_EXTRAS]
+        if columns:
+            raise ValueError(
+                f"loss_type {name!r} needs the per-example column(s) {columns} in the dataset, but the batch has none. "
+                f"Add the column (e.g. with scripts/annotate_margins.py for `margin`) or choose another loss_type."
+            )
         raise ValueError(
-            f"loss_type {name!r} needs the per-example column(s) {missing} in the dataset, but the batch has none. "
-            f"Add the column (e.g. with scripts/annotate_margins.py for `margin`) or choose another loss_type."
+            f"loss_type {name!r} needs the per-token model output(s) {outputs} (PreferenceBatch fields "
+            f"{[f for extra in outputs for f in _TOKEN_EXTRAS[extra]]}); the PreferenceTrainer requests them from "
+            "the fused LM head automatically, other callers must fill them in."
         )
+    if spec.stateful:
+        hparams = {**hparams, "state": state if state is not None else fresh_loss_state()}
     losses, metrics = spec.fn(batch, **hparams)
     if losses.shape != (batch.batch_size,):
         raise RuntimeError(f"loss {name!r} returned shape {tuple(losses.shape)}, expected [{batch.batch_size}]")
@@ -120,8 +222,12 @@ def validate_preference_loss(name: str, **hparams: Any) -> None:
     spec = get_preference_loss(name)
     check_hparams(name, hparams)
     zeros = torch.zeros(1)
-    extras = {extra: torch.zeros(1) for extra in spec.requires}
+    extras = {extra: torch.zeros(1) for extra in spec.requires_columns}
+    for extra in spec.requires_model_outputs:
+        extras.update({field_name: torch.zeros(1, 1) - 1.0 for field_name in _TOKEN_EXTRAS[extra]})
     dummy = PreferenceBatch.from_sequence_logps(zeros - 1.0, zeros - 2.0, zeros - 1.5, zeros - 1.5, **extras)
+    if spec.stateful:
+        hparams = {**hparams, "state": fresh_loss_state()}  # a throw-away state: validation must not touch a real one
     spec.fn(dummy, **hparams)
 
 

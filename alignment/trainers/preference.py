@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,14 +11,23 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import use_adapter
+from trl.trainer.utils import add_fused_lm_head, use_adapter
 
-from ..losses import PreferenceBatch, compute_preference_loss, get_preference_loss, validate_preference_loss
+from ..losses import (
+    LossState,
+    PreferenceBatch,
+    compute_preference_loss,
+    get_preference_loss,
+    validate_preference_loss,
+)
 from .validation import check_chat_template, check_preference_dataset
 
 # Per-example columns that TRL would drop and the losses may use.
 EXTRA_COLUMNS = ("margin", "weight", "domain")
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *EXTRA_COLUMNS}
+# The fused-LM-head outputs TRL's DPOTrainer requests (its `__init__`), before any a selected loss adds.
+_TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
+LOSS_STATE_NAME = "loss_state.pt"
 
 
 @dataclass
@@ -56,7 +66,10 @@ class PreferenceTrainer(DPOTrainer):
       `PreferenceBatch`, so sequence- and token-level losses share one code path;
     - the dataset columns `margin`, `weight` and `domain` are kept and reach the loss;
     - configuration is checked before training: loss names and hyper-parameters, required columns, empty
-      completions, chat template; TRL options the registry replaces are rejected instead of ignored.
+      completions, chat template; TRL options the registry replaces are rejected instead of ignored;
+    - stateful losses (e.g. `beta_dpo`) get one `LossState` each, global across ranks (``accelerator.gather``), saved
+      in every checkpoint (`loss_state.pt`, or `loss_state_{rank}.pt` with several processes) and restored on resume;
+    - per-token model outputs a loss requires (e.g. `log_sum_sq_probs` for `wpo`) are requested from the fused head.
     """
 
     _tag_names = ["trl", "dpo", "alignment"]
@@ -67,7 +80,9 @@ class PreferenceTrainer(DPOTrainer):
         if args is None:
             raise ValueError("PreferenceTrainer needs `args` (an `alignment.PreferenceConfig`).")
         self._loss_hparams = self._resolve_loss_hparams(args)
-        required = tuple(sorted({extra for name in args.loss_type for extra in get_preference_loss(name).requires}))
+        specs = [get_preference_loss(name) for name in args.loss_type]
+        required = tuple(sorted({extra for spec in specs for extra in spec.requires_columns}))
+        self._model_outputs = tuple(sorted({extra for spec in specs for extra in spec.requires_model_outputs}))
         check_preference_dataset(train_dataset, "train", required)
         eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval", eval_dataset)]
         for name, dataset in eval_sets:
@@ -81,6 +96,18 @@ class PreferenceTrainer(DPOTrainer):
                          **kwargs)
         self.domain_names: list[str] = []
         self.data_collator = ExtraColumnsCollator(self.data_collator, self.domain_names)
+        if self._model_outputs:
+            # TRL's __init__ patched the policy with a fused head computing `_TRL_FUSED_OUTPUTS` only (it adds
+            # `log_sum_sq_probs` only under `use_weighting`, which we reject). Patch it again, on the same module as
+            # TRL (the base model under PEFT), with the extra outputs: the new forward handles `fused_lm_head=True`
+            # itself and delegates every other call to the previous (TRL-patched) forward, hence to the original one.
+            target = self.model.get_base_model() if is_peft_model(self.model) else self.model
+            add_fused_lm_head(target, outputs=_TRL_FUSED_OUTPUTS + self._model_outputs)
+        self._loss_states: dict[str, LossState] = {}
+        for spec in specs:
+            if spec.stateful and spec.name not in self._loss_states:
+                generator = torch.Generator().manual_seed(int(args.seed) + int(args.process_index))
+                self._loss_states[spec.name] = LossState(gather=self.accelerator.gather, generator=generator)
 
     # ------------------------------------------------------------------ configuration
     @staticmethod
@@ -171,12 +198,17 @@ class PreferenceTrainer(DPOTrainer):
             margin=inputs.get("margin"),
             weight=inputs.get("weight"),
             domain=inputs.get("domain"),
+            **self._token_outputs(outputs, seq_len),
         )
 
         loss = 0.0
         loss_metrics: dict[str, torch.Tensor] = {}
+        for state in self._loss_states.values():
+            state.training = self.model.training
         for name, loss_weight in zip(self.loss_types, self.loss_weights, strict=True):
-            per_example, metrics = compute_preference_loss(name, batch, **self._loss_hparams[name])
+            per_example, metrics = compute_preference_loss(
+                name, batch, state=self._loss_states.get(name), **self._loss_hparams[name]
+            )
             loss = loss + per_example.mean() * loss_weight
             prefix = "" if len(self.loss_types) == 1 else f"{name}/"
             loss_metrics.update({f"{prefix}{key}": value for key, value in metrics.items()})
@@ -191,6 +223,50 @@ class PreferenceTrainer(DPOTrainer):
             with torch.no_grad():
                 outputs = model(**model_kwargs)
         return (loss, outputs) if return_outputs else loss
+
+    def _token_outputs(self, outputs, seq_len: int) -> dict[str, torch.Tensor]:
+        """The per-token model outputs the selected losses require, as PreferenceBatch fields."""
+        fields = {}
+        if "log_sum_sq_probs" in self._model_outputs:
+            if outputs.log_sum_sq_probs is None:
+                raise RuntimeError("The fused LM head returned no `log_sum_sq_probs`; was the model re-patched?")
+            chosen, rejected = outputs.log_sum_sq_probs[:, -seq_len:].chunk(2, dim=0)
+            fields.update(chosen_log_sum_sq_probs=chosen, rejected_log_sum_sq_probs=rejected)
+        return fields
+
+    # ------------------------------------------------------------------ loss state in checkpoints
+    def _loss_state_file(self, directory: str) -> str:
+        if self.args.world_size <= 1:
+            return os.path.join(directory, LOSS_STATE_NAME)
+        return os.path.join(directory, f"loss_state_{self.args.process_index}.pt")
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # The loss state is per-process state of the same kind as the RNG state, saved at the same point of every
+        # checkpoint (by every rank, before `trainer_state.json`), so it is written wherever the RNG state is.
+        super()._save_rng_state(output_dir)
+        if self._loss_states:
+            torch.save({name: state.state_dict() for name, state in self._loss_states.items()},
+                       self._loss_state_file(output_dir))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # Called once, on every rank and with every backend, when `train(resume_from_checkpoint=...)` starts
+        # (unlike `_load_rng_state`, which is skipped with `ignore_data_skip`).
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self._loss_states:
+            self.load_loss_state(checkpoint)
+
+    def load_loss_state(self, checkpoint: str) -> None:
+        path = self._loss_state_file(checkpoint)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} is missing: the checkpoint has no state for the stateful loss(es) {sorted(self._loss_states)}"
+                " (saved with `save_only_model`, or by another loss_type). Resume from a full checkpoint."
+            )
+        saved = torch.load(path, weights_only=True)
+        for name, state in self._loss_states.items():
+            if name not in saved:
+                raise KeyError(f"{path} has no state for loss {name!r} (it has {sorted(saved)}).")
+            state.load_state_dict(saved[name])
 
     # ------------------------------------------------------------------ metrics
     def _gather_mean(self, value: torch.Tensor) -> float:

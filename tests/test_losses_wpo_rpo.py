@@ -1,0 +1,197 @@
+"""WPO, IRPO and RPO: hand values, limits, and WPO against TRL's `use_weighting=True` on the tiny model."""
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+
+from alignment.configs import PreferenceConfig
+from alignment.losses import PreferenceBatch, compute_preference_loss, validate_preference_loss
+from alignment.trainers import PreferenceTrainer
+
+
+def token_batch(**extras):
+    """Two pairs, completions of 2-3 tokens with padding (as in test_losses.py); h = [2.25, -2.0]."""
+    chosen_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    rejected_mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    return PreferenceBatch(
+        chosen_logps=torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -1.0, -1.0]]) * chosen_mask,
+        rejected_logps=torch.tensor([[-2.0, 0.0, 0.0], [-0.5, -0.5, 0.0]]) * rejected_mask,
+        ref_chosen_logps=torch.tensor([[-1.0, -1.0, 0.0], [-1.0, -0.5, -0.5]]) * chosen_mask,
+        ref_rejected_logps=torch.tensor([[-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]]) * rejected_mask,
+        chosen_mask=chosen_mask,
+        rejected_mask=rejected_mask,
+        **extras,
+    )
+
+
+def lssp(chosen, rejected):
+    """A batch with given per-token log Σ_v π(v)² (only completion positions matter)."""
+    return token_batch(chosen_log_sum_sq_probs=torch.tensor(chosen), rejected_log_sum_sq_probs=torch.tensor(rejected))
+
+
+def dpo(h, beta):
+    return math.log1p(math.exp(-beta * h))
+
+
+# ----------------------------------------------------------------------------- WPO
+def test_wpo_hand_computed_weight():
+    batch = lssp([[-0.5, -0.5, 9.0], [-1.5, -1.0, -0.5]], [[-1.0, 9.0, 9.0], [-1.0, -2.0, 9.0]])
+    # pair 0: ā_w = mean(-0.5+0.5, -0.25+0.5) = 0.125; ā_l = -2+1 = -1 → w = exp(-0.875)
+    # pair 1: ā_w = mean(0.5, 0, -0.5) = 0; ā_l = mean(0.5, 1.5) = 1 → exp(1) clamped to 1
+    loss, metrics = compute_preference_loss("wpo", batch, beta=0.1)
+    w = torch.tensor([math.exp(-0.875), 1.0])
+    torch.testing.assert_close(metrics["wpo/weight"], w)
+    torch.testing.assert_close(loss, w * torch.tensor([dpo(2.25, 0.1), dpo(-2.0, 0.1)]))
+    unclamped, metrics = compute_preference_loss("wpo", batch, beta=0.1, clamp=False)
+    torch.testing.assert_close(metrics["wpo/weight"], torch.tensor([math.exp(-0.875), math.e]))
+    assert unclamped[1] > loss[1]
+
+
+def test_wpo_with_zero_aligned_logp_is_dpo():
+    batch = token_batch()
+    batch = lssp(batch.chosen_logps.tolist(), batch.rejected_logps.tolist())  # ā = 0 → w = 1
+    for clamp in (True, False):
+        torch.testing.assert_close(compute_preference_loss("wpo", batch, beta=0.3, clamp=clamp)[0],
+                                   compute_preference_loss("sigmoid", batch, beta=0.3)[0])
+
+
+def test_wpo_weight_has_no_gradient():
+    batch = lssp([[-0.5, -0.5, 0.0], [-1.5, -1.0, -0.5]], [[-1.0, 0.0, 0.0], [-1.0, -2.0, 0.0]])
+    batch.chosen_logps.requires_grad_(True)
+    loss, metrics = compute_preference_loss("wpo", batch, beta=0.1)
+    loss.sum().backward()
+    # d/dℓ_w of w·(−log σ(βh)) with w constant: −w·β·σ(−βh) on every completion token of the chosen side.
+    expected = -metrics["wpo/weight"] * 0.1 * torch.sigmoid(-0.1 * torch.tensor([2.25, -2.0]))
+    torch.testing.assert_close(batch.chosen_logps.grad, expected[:, None] * batch.chosen_mask)
+
+
+def test_wpo_needs_log_sum_sq_probs():
+    with pytest.raises(ValueError, match="log_sum_sq_probs"):
+        compute_preference_loss("wpo", token_batch())
+    validate_preference_loss("wpo", beta=0.01, clamp=False)
+
+
+def test_batch_validates_log_sum_sq_probs_shape():
+    with pytest.raises(ValueError, match="chosen_log_sum_sq_probs"):
+        token_batch(chosen_log_sum_sq_probs=torch.zeros(2, 2))
+
+
+# ----------------------------------------------------------------------------- IRPO / RPO
+def test_irpo_and_rpo_hand_values():
+    batch = token_batch()  # ℓ_θ(y_w) = [-0.75, -3], |y_w| = [2, 3]
+    irpo, metrics = compute_preference_loss("irpo", batch, beta=0.1, alpha=0.5)
+    torch.testing.assert_close(irpo, torch.tensor([dpo(2.25, 0.1) + 0.5 * 0.375, dpo(-2.0, 0.1) + 0.5 * 1.0]))
+    torch.testing.assert_close(metrics["irpo/nll"], torch.tensor([0.375, 1.0]))
+    rpo, metrics = compute_preference_loss("rpo", batch, beta=0.1, eta=0.5)
+    torch.testing.assert_close(rpo, torch.tensor([dpo(2.25, 0.1) + 0.5 * 0.75, dpo(-2.0, 0.1) + 0.5 * 3.0]))
+    torch.testing.assert_close(metrics["rpo/nll"], torch.tensor([0.75, 3.0]))
+
+
+def test_nll_regularised_defaults():
+    batch = token_batch()
+    torch.testing.assert_close(compute_preference_loss("irpo", batch)[0],
+                               compute_preference_loss("irpo", batch, beta=0.1, alpha=1.0)[0])
+    torch.testing.assert_close(compute_preference_loss("rpo", batch)[0],
+                               compute_preference_loss("rpo", batch, beta=0.1, eta=0.005)[0])
+
+
+@pytest.mark.parametrize("name, key", [("irpo", "alpha"), ("rpo", "eta")])
+def test_zero_nll_weight_is_dpo(name, key):
+    batch = token_batch()
+    torch.testing.assert_close(compute_preference_loss(name, batch, beta=0.2, **{key: 0.0})[0],
+                               compute_preference_loss("sigmoid", batch, beta=0.2)[0])
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.3])
+def test_irpo_equals_sigmoid_plus_weighted_sft(alpha):
+    batch = token_batch()
+    irpo, _ = compute_preference_loss("irpo", batch, beta=0.1, alpha=alpha)
+    combined = compute_preference_loss("sigmoid", batch, beta=0.1)[0] + alpha * compute_preference_loss("sft", batch)[0]
+    torch.testing.assert_close(irpo, combined)
+
+
+@pytest.mark.parametrize("name, hparams", [("irpo", {"alpha": 1.0}), ("rpo", {"eta": 0.005})])
+def test_nll_term_pushes_chosen_logps_up_more_than_dpo(name, hparams):
+    grads = {}
+    for loss_name, kwargs in ((name, hparams), ("sigmoid", {})):
+        batch = token_batch()
+        batch.chosen_logps.requires_grad_(True)
+        compute_preference_loss(loss_name, batch, beta=0.1, **kwargs)[0].sum().backward()
+        grads[loss_name] = batch.chosen_logps.grad
+    mask = token_batch().chosen_mask.bool()
+    assert (grads[name][mask] < grads["sigmoid"][mask]).all()
+    assert (grads[name][~mask] == 0).all()
+
+
+@pytest.mark.parametrize("name, key", [("irpo", "alpha"), ("rpo", "eta")])
+def test_negative_nll_weight_fails_validation(name, key):
+    with pytest.raises(ValueError, match=key):
+        validate_preference_loss(name, **{key: -1.0})
+
+
+# ----------------------------------------------------------------------------- WPO in the trainer vs TRL
+def pairs(n=8):
+    return Dataset.from_list([
+        {"prompt": [{"role": "user", "content": f"What is {i} + {i + 1}?"}],
+         "chosen": [{"role": "assistant", "content": str(2 * i + 1)}],
+         "rejected": [{"role": "assistant", "content": f"{2 * i + 3} or so"}]}
+        for i in range(n)
+    ])
+
+
+def make_trainer(cls, config_cls, model_dir, tmp_path, **overrides):
+    args = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, report_to="none",
+                bf16=False, use_cpu=True, logging_steps=1, seed=0, learning_rate=1e-2, save_strategy="no")
+    args.update(overrides)
+    return cls(model=AutoModelForCausalLM.from_pretrained(model_dir), args=config_cls(**args),
+               train_dataset=pairs(), processing_class=AutoTokenizer.from_pretrained(model_dir))
+
+
+def perturb_(model, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+
+def test_wpo_unclamped_matches_trl_use_weighting(tiny_model_dir, tmp_path):
+    trl_trainer = make_trainer(DPOTrainer, DPOConfig, tiny_model_dir, tmp_path, beta=0.3, use_weighting=True)
+    ours = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, beta=0.3, loss_type="wpo",
+                        loss_kwargs={"clamp": False})
+    clamped = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, beta=0.3, loss_type="wpo")
+    dpo_trainer = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, beta=0.3)
+    for trainer in (trl_trainer, ours, clamped, dpo_trainer):
+        perturb_(trainer.model)
+        trainer.model.train()
+    batch = next(iter(ours.get_train_dataloader()))
+    trl_loss = trl_trainer.compute_loss(trl_trainer.model, dict(batch))
+    our_loss = ours.compute_loss(ours.model, dict(batch))
+    clamped_loss = clamped.compute_loss(clamped.model, dict(batch))
+    dpo_loss = dpo_trainer.compute_loss(dpo_trainer.model, dict(batch))
+    assert abs(trl_loss.item() - dpo_loss.item()) > 1e-4, "the weights must matter"
+    assert abs(trl_loss.item() - our_loss.item()) < 1e-6
+    weights = ours._metrics["train"]["wpo/weight"][-1]
+    assert 0 < weights and clamped._metrics["train"]["wpo/weight"][-1] <= 1.0
+    assert clamped_loss.item() <= our_loss.item() + 1e-7
+    trl_loss.backward()
+    our_loss.backward()
+    for (name, p_trl), (_, p_ours) in zip(trl_trainer.model.named_parameters(), ours.model.named_parameters()):
+        torch.testing.assert_close(p_ours.grad, p_trl.grad, rtol=1e-5, atol=1e-7, msg=name)
+    # Generation (the non-fused forward) still works through the re-patched head.
+    ours.model.eval()
+    with torch.no_grad():
+        logits = ours.model(input_ids=batch["input_ids"][:1]).logits
+    assert logits.shape[-1] == ours.model.config.vocab_size
+
+
+def test_sigmoid_trainer_does_not_request_log_sum_sq_probs(tiny_model_dir, tmp_path):
+    trainer = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path)
+    assert trainer._model_outputs == ()
+    batch = next(iter(trainer.get_train_dataloader()))
+    out = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        labels=batch["input_ids"], fused_lm_head=True)
+    assert out.log_sum_sq_probs is None
