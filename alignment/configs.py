@@ -46,6 +46,32 @@ class AlignmentScriptArguments(ScriptArguments):
             "use the model's own template."
         },
     )
+    task_label_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "With `dataset_name: task-suite` (preference data), a label-noise tier in [0, 1]: in each domain "
+            "exactly round(noise * n) training pairs get chosen/rejected swapped (a fixed per-domain draw, the same "
+            "in every run and independent of `seed` and of the other domains), marked by a boolean `label_flipped` "
+            "column. 0.5 makes the labels uninformative; above 0.5 they are mostly inverted. The test split is never "
+            "flipped. Default 0: clean data, no extra column."
+        },
+    )
+
+    task_answer_style: str = field(
+        default="final",
+        metadata={
+            "help": "With `dataset_name: task-suite` (preference data): `final` answers with the bare result; "
+            "`worked` shows the one-line calculation of arithmetic and word problems (`39 - 21 = 18` vs "
+            "`39 - 21 = 19`), the form small models already use (see docs/demo-results.md)."
+        },
+    )
+
+    def __post_init__(self):
+        from .data.tasks import check_label_noise
+
+        check_label_noise(self.task_label_noise)
+        if self.task_answer_style not in ("final", "worked"):
+            raise ValueError(f"`task_answer_style` must be `final` or `worked`, got {self.task_answer_style!r}.")
 
 
 @dataclass
@@ -70,11 +96,30 @@ class PreferenceConfig(DPOConfig):
             "command line). A key that no selected loss takes is an error."
         },
     )
+    token_weighting: str | None = field(
+        default=None,
+        metadata={
+            "help": "Per-token weighting of the sequence log-probs, from `alignment.losses.list_token_weightings()`: "
+            "`tldr` (w = 1 + cos(pi p_t), hard tokens up-weighted) or `entropy` (w ∝ H_t^alpha, mean 1 per "
+            "sequence). It composes with any `loss_type`: policy and reference sums use the same weights. Unset: "
+            "unweighted."
+        },
+    )
+    token_weighting_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Hyper-parameters of `token_weighting` (e.g. `{\"detach\": false}` for `tldr`, `{\"alpha\": 2}` "
+            "for `entropy`), as a mapping or a JSON string on the command line. Unknown keys are an error."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.loss_kwargs, str):
             self.loss_kwargs = json.loads(self.loss_kwargs)
         self.loss_kwargs = dict(self.loss_kwargs or {})
+        if isinstance(self.token_weighting_kwargs, str):
+            self.token_weighting_kwargs = json.loads(self.token_weighting_kwargs)
+        self.token_weighting_kwargs = dict(self.token_weighting_kwargs or {})
         super().__post_init__()
 
 

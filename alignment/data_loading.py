@@ -14,6 +14,7 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
 
     - `dataset_name: task-suite` loads the shipped task-suite snapshot in format `fmt` (`preference`, `sft` or
       `prompt_only`), restricted to `task_domains`; its `test` split is the held-out evaluation set.
+      `task_label_noise` flips that fraction of the training pairs (never the test split);
     - a `datasets:` mixture uses TRL's `get_dataset`;
     - anything else goes to `datasets.load_dataset(dataset_name, name=dataset_config)`, as in TRL.
     """
@@ -31,11 +32,13 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
     if script_args.dataset_name == TASK_SUITE:
         from .data import load_task_suite
 
-        return DatasetDict(
+        splits = DatasetDict(
             {
+                # Label noise (a robustness tier) applies to the training pairs only; the test split stays clean.
                 script_args.dataset_train_split: load_task_suite(
                     "train", fmt, domains=script_args.task_domains,
                     limit_per_domain=script_args.train_limit_per_domain,
+                    label_noise=getattr(script_args, "task_label_noise", 0.0),
                 ),
                 script_args.dataset_test_split: load_task_suite(
                     "test", fmt, domains=script_args.task_domains,
@@ -43,8 +46,19 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
                 ),
             }
         )
+        if getattr(script_args, "task_answer_style", "final") == "worked":
+            if fmt != "preference":
+                raise ValueError("`task_answer_style: worked` applies to preference data only.")
+            from .data.worked import with_worked_answers
+
+            splits = splits.map(with_worked_answers, desc="Showing the calculation in answers")
+        return splits
     if script_args.task_domains:
         raise ValueError("`task_domains` only applies to `dataset_name: task-suite`; remove it for other datasets.")
+    if getattr(script_args, "task_answer_style", "final") != "final":
+        raise ValueError("`task_answer_style` only applies to `dataset_name: task-suite`; remove it for other datasets.")
+    if getattr(script_args, "task_label_noise", 0.0):
+        raise ValueError("`task_label_noise` only applies to `dataset_name: task-suite`; remove it for other datasets.")
     return load_dataset(
         script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
     )

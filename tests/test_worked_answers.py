@@ -39,3 +39,29 @@ def test_worked_hand_cases():
     story = "Liam has 6 bags with 7 cards in each bag. How many cards does Liam have in total?"
     assert worked(story, "42") == "6 * 7 = 42"
     assert worked("Which number is larger: 47 or 52?", "52") == "52"
+
+
+def _script_args(**overrides):
+    from alignment.configs import AlignmentScriptArguments
+
+    return AlignmentScriptArguments(**{"dataset_name": "task-suite", "task_domains": ["addition"], **overrides})
+
+
+def test_recipe_field_selects_worked_answers_for_both_splits():
+    from alignment.data_loading import load_recipe_datasets
+
+    data = load_recipe_datasets(_script_args(task_answer_style="worked"), fmt="preference")
+    for split in ("train", "test"):
+        row = data[split][0]
+        assert row["chosen"][0]["content"].endswith(f"= {row['answer']}") and " + " in row["chosen"][0]["content"]
+    plain = load_recipe_datasets(_script_args(), fmt="preference")
+    assert plain["train"][0]["chosen"][0]["content"] == plain["train"][0]["answer"]
+
+
+def test_worked_style_is_validated():
+    with pytest.raises(ValueError, match="task_answer_style"):
+        _script_args(task_answer_style="verbose")
+    from alignment.data_loading import load_recipe_datasets
+
+    with pytest.raises(ValueError, match="preference data only"):
+        load_recipe_datasets(_script_args(task_answer_style="worked"), fmt="sft")

@@ -409,8 +409,35 @@ def _read_split(split: str) -> tuple[dict, ...]:
         return tuple(json.loads(line) for line in f if line.strip())
 
 
+def check_label_noise(label_noise: float) -> None:
+    """ValueError unless ``0 <= label_noise <= 1`` (0.5 = labels carry no information; above 0.5 mostly inverted)."""
+    if isinstance(label_noise, bool) or not isinstance(label_noise, (int, float)) or not 0.0 <= label_noise <= 1.0:
+        raise ValueError(
+            f"label_noise must be a fraction in [0, 1] (0 = clean labels, 0.5 = uninformative), got {label_noise!r}."
+        )
+
+
+def flipped_indices(n: int, label_noise: float, domain: str, noise_seed: int = 0) -> set[int]:
+    """Positions (within one domain's ``n`` selected rows) whose labels a ``label_noise`` tier flips.
+
+    Exactly ``round(label_noise * n)`` positions, drawn without replacement from ``random.Random(f"noise:{domain}:
+    {noise_seed}")``: deterministic, and independent of which other domains are loaded. Note that the draw depends on
+    ``n``, so changing ``limit_per_domain`` changes which rows are flipped.
+    """
+    check_label_noise(label_noise)
+    k = round(label_noise * n)
+    if k == 0:
+        return set()
+    return set(random.Random(f"noise:{domain}:{noise_seed}").sample(range(n), k))
+
+
+def _flip_label(row: dict) -> dict:
+    """A preference row with ``chosen`` and ``rejected`` swapped (``answer`` still holds the true answer)."""
+    return {**row, "chosen": row["rejected"], "rejected": row["chosen"]}
+
+
 def load_task_suite(split: str = "train", fmt: str = "preference", domains: list[str] | None = None,
-                    limit_per_domain: int | None = None):
+                    limit_per_domain: int | None = None, label_noise: float = 0.0, noise_seed: int = 0):
     """The shipped task suite as a ``datasets.Dataset`` in one of the TRL conversational formats.
 
     Args:
@@ -418,6 +445,12 @@ def load_task_suite(split: str = "train", fmt: str = "preference", domains: list
         fmt: ``"sft"`` (messages), ``"preference"`` (prompt/chosen/rejected) or ``"prompt_only"`` (prompt).
         domains: restrict to these domains (default: all); rows keep the snapshot's order.
         limit_per_domain: keep at most this many rows (the first ones) of each domain.
+        label_noise: ``fmt="preference"`` only: a label-noise tier in ``[0, 1]``. In each domain, exactly
+            ``round(label_noise * n)`` of its ``n`` selected rows get ``chosen`` and ``rejected`` swapped (rows drawn
+            by :func:`flipped_indices`, seeded per domain, so one domain's flips never depend on another's), and a
+            boolean ``label_flipped`` column marks them (``answer`` keeps the true answer). With ``0.0`` (default)
+            nothing changes and no column is added. Recipes apply it to the train split only.
+        noise_seed: seed of the flip draw; another seed flips another subset of the same size.
     """
     from datasets import Dataset  # Imported lazily: generating or checking tasks should not pay for `datasets`.
 
@@ -427,6 +460,9 @@ def load_task_suite(split: str = "train", fmt: str = "preference", domains: list
         _check_choice("task domain", domain, DOMAINS)
     if limit_per_domain is not None and limit_per_domain < 1:
         raise ValueError(f"limit_per_domain must be a positive integer or None, got {limit_per_domain!r}.")
+    check_label_noise(label_noise)
+    if label_noise and fmt != "preference":
+        raise ValueError(f"label_noise only applies to fmt='preference' (it swaps chosen/rejected), got fmt={fmt!r}.")
 
     wanted = set(domains) if domains is not None else set(DOMAINS)
     kept: dict[str, int] = {}
@@ -439,6 +475,15 @@ def load_task_suite(split: str = "train", fmt: str = "preference", domains: list
         rows.append(_FORMATTERS[fmt](row))
     if not rows:
         raise ValueError(f"No rows selected from split {split!r} for domains {sorted(wanted)}.")
+    if label_noise:
+        flips = {domain: flipped_indices(n, label_noise, domain, noise_seed) for domain, n in kept.items()}
+        position: dict[str, int] = {}
+        noisy = []
+        for row in rows:
+            i = position[row["domain"]] = position.get(row["domain"], -1) + 1
+            flipped = i in flips[row["domain"]]
+            noisy.append({**(_flip_label(row) if flipped else row), "label_flipped": flipped})
+        rows = noisy
     return Dataset.from_list(rows)
 
 

@@ -1,0 +1,387 @@
+"""Reward models for MADPO: train a Bradley-Terry reward model, then annotate preference pairs with its margins.
+
+The MADPO pipeline (see `alignment.losses.madpo`) is three steps:
+
+1. `reward_main` (`scripts/run_reward.py`, console script `alignment-reward`) trains a sequence-classification reward
+   model with TRL's `RewardTrainer` from a recipe and reports its held-out pairwise accuracy;
+2. `annotate_main` (`scripts/annotate_margins.py`) scores every pair with it and writes `train.jsonl` / `test.jsonl`
+   with a float `margin` = r(prompt + chosen) - r(prompt + rejected);
+3. `dpo_main` with `loss_type: madpo` and `dataset_name: <that directory>` trains on the annotated pairs.
+
+Scores are computed on exactly the token ids `RewardTrainer` trains on: the pairs go through TRL's own
+`RewardTrainer._prepare_dataset` (chat template applied to `prompt + chosen`, no generation prompt; EOS appended to
+plain-text pairs), with no length filter, and are right-padded like TRL's collator, so the classifier reads the same
+last non-pad token it was trained to score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+logger = logging.getLogger("alignment")
+
+
+# --------------------------------------------------------------------------------------------------------- loading
+
+
+def load_tokenizer(model_path: str, revision: str | None = None, trust_remote_code: bool = False,
+                   chat_template: str | None = None):
+    """The tokenizer of `model_path`, with a recipe's `chat_template` (a known name or a file) and a pad token."""
+    from transformers import AutoTokenizer
+
+    from .script_utils import CHAT_TEMPLATES
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
+    if chat_template:
+        template = CHAT_TEMPLATES.get(chat_template)
+        if template is None:
+            if not Path(chat_template).is_file():
+                raise ValueError(
+                    f"`chat_template: {chat_template}` is neither a known name ({sorted(CHAT_TEMPLATES)}) nor a file."
+                )
+            template = Path(chat_template).read_text()
+        tokenizer.chat_template = template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_reward_model_and_tokenizer(model_args, script_args, training_args):
+    """A fresh 1-label sequence classifier on top of a causal LM (random `score` head), and its tokenizer.
+
+    Same resolution as `load_model_and_tokenizer`: embedded-model aliases, fp32 on CPU and bf16 on GPU unless `dtype`
+    is set. Returns ``(model, tokenizer, resolved_path)``.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    from .models import resolve_model_name_or_path
+
+    if not model_args.model_name_or_path:
+        raise ValueError("Set `model_name_or_path` in the recipe (a local path, a Hub id, or `smollm2-135m-instruct`).")
+    path = resolve_model_name_or_path(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(path, model_args.model_revision, training_args.trust_remote_code,
+                               script_args.chat_template)
+    dtype = model_args.dtype
+    if dtype in (None, "auto"):
+        dtype = "bfloat16" if (torch.cuda.is_available() and training_args.bf16) else "float32"
+    with suppress_seqcls_warning():  # the new `score` head is missing and `lm_head` unused: both expected
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=1,
+            revision=model_args.model_revision,
+            trust_remote_code=training_args.trust_remote_code,
+            attn_implementation=model_args.attn_implementation,
+            dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype,
+        )
+    # The classifier reads the last non-pad token, so the model must know the pad id (RewardTrainer sets it too).
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer, path
+
+
+def load_reward_model(path: str, dtype: str = "float32", device: str | None = None, chat_template: str | None = None):
+    """A trained reward model directory (or Hub id) for scoring: ``(model in eval mode, tokenizer)``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "num_labels", None) != 1:
+        raise ValueError(
+            f"{path} is not a reward model: it has num_labels={getattr(config, 'num_labels', None)} "
+            f"(architectures {getattr(config, 'architectures', None)}); a reward model outputs one score "
+            "(`AutoModelForSequenceClassification` with num_labels=1, e.g. trained by scripts/run_reward.py)."
+        )
+    tokenizer = load_tokenizer(path, chat_template=chat_template)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype))
+    if model.config.get_text_config().pad_token_id is None:
+        model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer
+
+
+# --------------------------------------------------------------------------------------------------------- scoring
+
+
+def check_pair_columns(dataset, name: str) -> None:
+    """ValueError naming the missing column when `dataset` is not a preference dataset."""
+    for column in ("chosen", "rejected"):
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"The {name} dataset has no `{column}` column (columns: {sorted(dataset.column_names)}). Scoring "
+                "margins needs preference pairs: `chosen` and `rejected` (plus an optional `prompt`), conversational "
+                "or plain text."
+            )
+
+
+def tokenize_pairs(dataset, tokenizer):
+    """``(chosen_ids, rejected_ids)`` per row, exactly as TRL's `RewardTrainer` tokenizes them (no length filter)."""
+    from trl import RewardTrainer
+
+    # `_prepare_dataset` only reads `max_length` (None: keep every row, so ids stay aligned with the rows) and
+    # `dataset_num_proc` from the config; calling TRL's own code keeps scoring in step with training.
+    args = SimpleNamespace(max_length=None, dataset_num_proc=None)
+    prepared = RewardTrainer._prepare_dataset(None, dataset, tokenizer, args, "scoring")
+    if len(prepared) != len(dataset):
+        raise RuntimeError(f"Tokenization kept {len(prepared)} of {len(dataset)} rows; expected all of them.")
+    return prepared["chosen_ids"], prepared["rejected_ids"]
+
+
+@torch.no_grad()
+def score_sequences(model, token_ids: list[list[int]], pad_token_id: int, batch_size: int = 16,
+                    progress: Any = None) -> list[float]:
+    """The scalar reward of each token sequence, in batches, right-padded like TRL's `DataCollatorForPreference`."""
+    from trl.trainer.utils import pad
+
+    device = next(model.parameters()).device
+    # Longest first: similar lengths share a batch (less padding), and an out-of-memory error shows up at once.
+    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+    scores = [0.0] * len(token_ids)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        ids = [torch.tensor(token_ids[i]) for i in index]
+        input_ids = pad(ids, padding_value=pad_token_id, padding_side="right").to(device)
+        mask = pad([torch.ones_like(t) for t in ids], padding_value=0, padding_side="right").to(device)
+        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+        for i, value in zip(index, logits[:, 0].float().tolist()):
+            scores[i] = value
+        if progress is not None:
+            progress.update(len(index))
+    return scores
+
+
+def score_pairs(model, tokenizer, dataset, batch_size: int = 16, desc: str = "Scoring pairs",
+                show_progress: bool = True) -> tuple[list[float], list[float]]:
+    """``(r_chosen, r_rejected)``: the reward model's scores of ``prompt + chosen`` and ``prompt + rejected``."""
+    from tqdm.auto import tqdm
+
+    check_pair_columns(dataset, "scored")
+    chosen_ids, rejected_ids = tokenize_pairs(dataset, tokenizer)
+    pad_id = model.config.get_text_config().pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.pad_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        with tqdm(total=2 * len(dataset), desc=desc, unit="seq", disable=not show_progress) as bar:
+            chosen = score_sequences(model, chosen_ids, pad_id, batch_size, bar)
+            rejected = score_sequences(model, rejected_ids, pad_id, batch_size, bar)
+    finally:
+        model.train(was_training)
+    return chosen, rejected
+
+
+def pairwise_summary(dataset, chosen: list[float], rejected: list[float]) -> dict[str, Any]:
+    """Held-out pairwise accuracy (fraction with r(chosen) > r(rejected), ties count as wrong) and mean margin.
+
+    Per `domain` when the dataset has one, and on the rows with `label_flipped` if present (there, agreeing with the
+    corrupted label is the wrong call).
+    """
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    groups: dict[str, list[int]] = {"all": list(range(len(margins)))}
+    if "domain" in dataset.column_names:
+        for i, domain in enumerate(dataset["domain"]):
+            groups.setdefault(str(domain), []).append(i)
+    summary: dict[str, Any] = {"pairwise_accuracy": {}, "mean_margin": {}, "count": {}}
+    for name, rows in groups.items():
+        summary["pairwise_accuracy"][name] = sum(margins[i] > 0 for i in rows) / len(rows)
+        summary["mean_margin"][name] = sum(margins[i] for i in rows) / len(rows)
+        summary["count"][name] = len(rows)
+    if "label_flipped" in dataset.column_names:
+        flipped = [i for i, f in enumerate(dataset["label_flipped"]) if f]
+        summary["flipped_count"] = len(flipped)
+        if flipped:
+            summary["flipped_agreement"] = sum(margins[i] > 0 for i in flipped) / len(flipped)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------- reward training
+
+
+def reward_main(argv=None):
+    """Train a Bradley-Terry reward model from a recipe (`RewardConfig` + `ModelConfig` + our script arguments).
+
+    Data: any preference dataset (`prompt`/`chosen`/`rejected`), e.g. `dataset_name: task-suite` (with an optional
+    `task_label_noise` tier on the train split). Saves the model and tokenizer to `output_dir`, and writes the
+    held-out pairwise accuracy to `eval_results.json` (`preference.eval_pairwise_accuracy`, per domain under
+    `reward.pairwise_accuracy`). Returns `(trainer, results)`.
+    """
+    from accelerate import PartialState
+    from transformers import set_seed
+    from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, RewardTrainer, get_peft_config
+
+    from .configs import AlignmentScriptArguments
+    from .data_loading import load_recipe_datasets, split_or_fail
+    from .script_utils import finalize_run, parse_recipe, resolve_resume_checkpoint, setup_logging
+
+    script_args, training_args, model_args, mixture_args, recipe = parse_recipe(
+        (AlignmentScriptArguments, RewardConfig, ModelConfig, DatasetMixtureConfig), argv
+    )
+    setup_logging(training_args)
+    # Before loading: the new `score` head is randomly initialised.
+    set_seed(training_args.seed)
+    state = PartialState()
+    print(f"[alignment] rank {state.process_index} of world size {state.num_processes} on {state.device}", flush=True)
+
+    model, tokenizer, model_path = load_reward_model_and_tokenizer(model_args, script_args, training_args)
+    data = load_recipe_datasets(script_args, mixture_args, fmt="preference")
+    train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
+    eval_dataset = data.get(script_args.dataset_test_split)
+    for name, dataset in (("train", train_dataset), ("test", eval_dataset)):
+        if dataset is not None and hasattr(dataset, "column_names"):
+            check_pair_columns(dataset, name)
+    if "margin" in (train_dataset.column_names or []):
+        logger.warning("The training data has a `margin` column: TRL's RewardTrainer subtracts it inside the "
+                       "Bradley-Terry loss (-log sigma(r_c - r_r - margin)). Drop the column if that is not intended.")
+
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    trainer = RewardTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+    trainer.save_model(training_args.output_dir)
+
+    results: dict[str, Any] = {}
+    if eval_dataset is not None:
+        results["preference"] = dict(trainer.evaluate())
+    if trainer.accelerator.is_main_process:
+        if eval_dataset is not None:
+            # Exact pair counts (TRL's `eval_accuracy` averages per-batch means and drops pairs over `max_length`).
+            scorer = trainer.accelerator.unwrap_model(trainer.model)
+            chosen, rejected = score_pairs(scorer, tokenizer, eval_dataset, training_args.per_device_eval_batch_size,
+                                           desc="Held-out pairwise accuracy")
+            summary = pairwise_summary(eval_dataset, chosen, rejected)
+            results["reward"] = summary
+            results["preference"]["eval_pairwise_accuracy"] = summary["pairwise_accuracy"]["all"]
+            results["preference"]["eval_mean_margin"] = summary["mean_margin"]["all"]
+            print("Held-out pairwise accuracy (r(chosen) > r(rejected)): "
+                  + ", ".join(f"{d}={100 * a:.1f}%" for d, a in summary["pairwise_accuracy"].items()))
+        results["world_size"] = trainer.accelerator.num_processes
+        finalize_run(
+            output_dir=training_args.output_dir, method="reward", base_model=model_path, recipe=recipe,
+            results=results, push_to_hub=push_to_hub, hub_model_id=training_args.hub_model_id,
+            datasets=[script_args.dataset_name] if script_args.dataset_name else None,
+            hub_private=training_args.hub_private_repo,
+        )
+    trainer.accelerator.wait_for_everyone()
+    return trainer, results
+
+
+# -------------------------------------------------------------------------------------------------- annotation
+
+
+def _annotation_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="annotate_margins.py",
+        description="Score preference pairs with a reward model and write train.jsonl/test.jsonl with a `margin` "
+        "column (r(prompt+chosen) - r(prompt+rejected)), ready for `loss_type: madpo` via `dataset_name: <dir>`.",
+    )
+    parser.add_argument("--reward_model", required=True, help="reward model directory or Hub id (num_labels=1)")
+    parser.add_argument("--dataset_name", default="task-suite",
+                        help="`task-suite` (default), a local dataset directory/file, or a Hub id")
+    parser.add_argument("--dataset_config", default=None, help="dataset configuration name (Hub datasets)")
+    parser.add_argument("--splits", nargs="+", default=None,
+                        help="splits to annotate (default: every split; for the task suite: train test)")
+    parser.add_argument("--output_dir", required=True, help="directory for <split>.jsonl files")
+    parser.add_argument("--task_domains", nargs="+", default=None, help="task suite: domains (default: all)")
+    parser.add_argument("--train_limit_per_domain", type=int, default=None, help="task suite: train rows per domain")
+    parser.add_argument("--test_limit_per_domain", type=int, default=None, help="task suite: test rows per domain")
+    parser.add_argument("--task_label_noise", type=float, default=0.0,
+                        help="task suite: label-noise tier of the train split (as in the recipes; test stays clean)")
+    parser.add_argument("--noise_seed", type=int, default=0, help="task suite: seed of the label-flip draw")
+    parser.add_argument("--chat_template", default=None,
+                        help="override the reward model's chat template (`chatml` or a file); default: its own")
+    parser.add_argument("--batch_size", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="scoring precision (default float32)")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _load_annotation_data(args) -> dict:
+    if args.dataset_name == "task-suite":
+        from .data import load_task_suite
+
+        splits = args.splits or ["train", "test"]
+        limits = {"train": args.train_limit_per_domain, "test": args.test_limit_per_domain}
+        return {
+            split: load_task_suite(split, "preference", domains=args.task_domains, limit_per_domain=limits.get(split),
+                                   label_noise=args.task_label_noise if split == "train" else 0.0,
+                                   noise_seed=args.noise_seed)
+            for split in splits
+        }
+    if args.task_domains or args.task_label_noise or args.train_limit_per_domain or args.test_limit_per_domain:
+        raise ValueError("--task_domains, --task_label_noise and --*_limit_per_domain only apply to the task suite.")
+    from datasets import load_dataset
+
+    data = load_dataset(args.dataset_name, name=args.dataset_config)
+    splits = args.splits or list(data)
+    missing = [s for s in splits if s not in data]
+    if missing:
+        raise ValueError(f"{args.dataset_name} has no split(s) {missing} (splits: {sorted(data)}).")
+    return {split: data[split] for split in splits}
+
+
+def _json_default(value):
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"Cannot write {type(value).__name__} to JSON")
+
+
+def annotate_main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI of `scripts/annotate_margins.py`. Returns the summary it writes to `<output_dir>/annotation.json`."""
+    args = _annotation_parser().parse_args(argv)
+    data = _load_annotation_data(args)
+    for split, dataset in data.items():
+        check_pair_columns(dataset, f"{split!r} split of the {args.dataset_name}")
+    model, tokenizer = load_reward_model(args.reward_model, args.dtype, args.device, args.chat_template)
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"reward_model": args.reward_model, "dataset_name": args.dataset_name,
+                               "task_label_noise": args.task_label_noise, "splits": {}}
+    for split, dataset in data.items():
+        chosen, rejected = score_pairs(model, tokenizer, dataset, args.batch_size, desc=f"Scoring {split}",
+                                       show_progress=not args.no_progress)
+        margins = [c - r for c, r in zip(chosen, rejected)]
+        bad = [i for i, m in enumerate(margins) if not math.isfinite(m)]
+        if bad:
+            raise ValueError(f"Non-finite reward margin in {split} rows {bad[:10]}: check the reward model.")
+        if "margin" in dataset.column_names:
+            logger.warning("The %s split already has a `margin` column; it is replaced.", split)
+            dataset = dataset.remove_columns("margin")
+        path = out / f"{split}.jsonl"
+        # json.dumps keeps every float exactly (pandas' `to_json` would round to 10 digits).
+        with open(path, "w", encoding="utf-8") as f:
+            for row, margin, r_c, r_r in zip(dataset, margins, chosen, rejected):
+                record = {**row, "margin": margin, "reward_chosen": r_c, "reward_rejected": r_r}
+                f.write(json.dumps(record, default=_json_default) + "\n")
+        ordered = sorted(margins)
+        quantiles = {f"q{q:02d}": ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+                     for q in (0, 10, 25, 50, 75, 90, 100)}
+        summary["splits"][split] = {"path": str(path), **pairwise_summary(dataset, chosen, rejected),
+                                    "margin_quantiles": quantiles}
+        acc = summary["splits"][split]["pairwise_accuracy"]["all"]
+        print(f"{split}: {len(dataset)} pairs, r(chosen) > r(rejected) on {100 * acc:.1f}%, written to {path}")
+    # Not `<split>.json`: load_dataset(<dir>) reads only the files named after splits.
+    (out / "annotation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    annotate_main(argv)
