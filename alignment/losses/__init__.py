@@ -1,7 +1,8 @@
 """Preference losses, registered by name. Import this package to register every built-in loss.
 
 Public entry points: `compute_preference_loss(name, batch, *, state=None, **hparams) -> (per_example_loss, metrics)`,
-`PreferenceBatch`, and `LossState` (the running state of stateful losses such as `beta_dpo`).
+`PreferenceBatch`, and `LossState` (the running state of stateful losses such as `beta_dpo`). Token weightings
+(`token_weights`: `tldr`, `entropy`) give the batch per-token weights that compose with any of these losses.
 """
 
 from .batch import PreferenceBatch
@@ -14,6 +15,14 @@ from .registry import (
     register_preference_loss,
     validate_preference_loss,
 )
+from .token_weights import (
+    TokenWeightingSpec,
+    compute_token_weights,
+    get_token_weighting,
+    list_token_weightings,
+    register_token_weighting,
+    validate_token_weighting,
+)
 
 # Importing the modules registers their losses.
 from . import beta_dpo, discopop, dpo, madpo, margin_losses, nll_regularized, npo, wpo  # noqa: E402,F401  isort: skip
@@ -22,9 +31,15 @@ __all__ = [
     "LossState",
     "PreferenceBatch",
     "PreferenceLossSpec",
+    "TokenWeightingSpec",
     "compute_preference_loss",
+    "compute_token_weights",
     "get_preference_loss",
+    "get_token_weighting",
     "list_preference_losses",
+    "list_token_weightings",
     "register_preference_loss",
+    "register_token_weighting",
     "validate_preference_loss",
+    "validate_token_weighting",
 ]

@@ -17,8 +17,10 @@ from ..losses import (
     LossState,
     PreferenceBatch,
     compute_preference_loss,
+    compute_token_weights,
     get_preference_loss,
     validate_preference_loss,
+    validate_token_weighting,
 )
 from .validation import check_chat_template, check_preference_dataset
 
@@ -69,7 +71,9 @@ class PreferenceTrainer(DPOTrainer):
       completions, chat template; TRL options the registry replaces are rejected instead of ignored;
     - stateful losses (e.g. `beta_dpo`) get one `LossState` each, global across ranks (``accelerator.gather``), saved
       in every checkpoint (`loss_state.pt`, or `loss_state_{rank}.pt` with several processes) and restored on resume;
-    - per-token model outputs a loss requires (e.g. `log_sum_sq_probs` for `wpo`) are requested from the fused head.
+    - per-token model outputs a loss requires (e.g. `log_sum_sq_probs` for `wpo`) are requested from the fused head;
+    - `args.token_weighting` (e.g. `tldr`, `entropy`) weights every completion token of policy and reference sums,
+      whatever the loss (`PreferenceBatch.chosen_token_weight` / `rejected_token_weight`).
     """
 
     _tag_names = ["trl", "dpo", "alignment"]
@@ -80,6 +84,14 @@ class PreferenceTrainer(DPOTrainer):
         if args is None:
             raise ValueError("PreferenceTrainer needs `args` (an `alignment.PreferenceConfig`).")
         self._loss_hparams = self._resolve_loss_hparams(args)
+        self._token_weighting = getattr(args, "token_weighting", None)
+        self._token_weighting_kwargs = dict(getattr(args, "token_weighting_kwargs", None) or {})
+        if self._token_weighting is not None:
+            # unknown name, unknown hyper-parameter or bad value -> error now, before any step
+            validate_token_weighting(self._token_weighting, **self._token_weighting_kwargs)
+        elif self._token_weighting_kwargs:
+            raise ValueError(f"`token_weighting_kwargs={self._token_weighting_kwargs}` is set but `token_weighting` is "
+                             "not; name a weighting (e.g. `tldr`) or remove the kwargs.")
         specs = [get_preference_loss(name) for name in args.loss_type]
         required = tuple(sorted({extra for spec in specs for extra in spec.requires_columns}))
         self._model_outputs = tuple(sorted({extra for spec in specs for extra in spec.requires_model_outputs}))
@@ -199,6 +211,7 @@ class PreferenceTrainer(DPOTrainer):
             weight=inputs.get("weight"),
             domain=inputs.get("domain"),
             **self._token_outputs(outputs, seq_len),
+            **self._token_weights(mode, outputs, policy_logps, mask, seq_len),
         )
 
         loss = 0.0
@@ -232,6 +245,26 @@ class PreferenceTrainer(DPOTrainer):
                 raise RuntimeError("The fused LM head returned no `log_sum_sq_probs`; was the model re-patched?")
             chosen, rejected = outputs.log_sum_sq_probs[:, -seq_len:].chunk(2, dim=0)
             fields.update(chosen_log_sum_sq_probs=chosen, rejected_log_sum_sq_probs=rejected)
+        return fields
+
+    def _token_weights(self, mode, outputs, policy_logps, mask, seq_len: int) -> dict[str, torch.Tensor]:
+        """`args.token_weighting`'s ``[B, T]`` weights of chosen and rejected tokens, as PreferenceBatch fields.
+
+        Computed from the policy's per-token log-probs (and entropy) of each side; the batch applies the same weights
+        to the reference log-probs. Logs `token_weight/mean_chosen` and `token_weight/mean_rejected` (mean weight
+        over completion tokens).
+        """
+        if self._token_weighting is None:
+            return {}
+        entropy = outputs.entropy[:, -seq_len:] if outputs.entropy is not None else None
+        weights = compute_token_weights(self._token_weighting, policy_logps, mask, entropy=entropy,
+                                        **self._token_weighting_kwargs)
+        fields = {}
+        for side, side_weights, side_mask in zip(("chosen", "rejected"), weights.chunk(2, dim=0), mask.chunk(2, dim=0)):
+            fields[f"{side}_token_weight"] = side_weights
+            self._metrics[mode][f"token_weight/mean_{side}"].append(
+                self._gather_ratio((side_weights * side_mask).sum(), side_mask.sum())
+            )
         return fields
 
     # ------------------------------------------------------------------ loss state in checkpoints
