@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # Prepare SmolLM2-135M-Instruct, show held-out accuracy, train DPO, show accuracy again, save the checkpoint.
 demo: $(STAMP)
-	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_dpo.py --config recipes/smollm2-135m/dpo.yaml
+	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_dpo.py --config recipes/smollm2-135m/demo.yaml
 
 # The default suite (slow end-to-end tests excluded; run them with `make test-slow`).
 test: $(STAMP)
