@@ -1,0 +1,323 @@
+"""Seconds per training step and peak memory: TRL's `DPOTrainer` (sigmoid) vs our `PreferenceTrainer`, every loss.
+
+    python benchmarks/preference_step.py --model tiny
+    python benchmarks/preference_step.py --model smollm2-135m-instruct --steps 5 --warmup 2 --batch-size 4 \
+        --out benchmarks/results-smollm2.json
+
+Everything runs in ONE process, on the same model checkpoint and the same data (same rows, same order, same seed):
+TRL's trainer is run first and again after every ``--trl-every`` of our losses (default: strictly alternating TRL,
+ours, TRL, ours, ...), so drift of the machine (thermal, other jobs on a shared CPU) shows up as a spread of the TRL
+numbers, and each of our runs is compared with the mean of the TRL runs just before and just after it.
+
+How a step is timed: a `TrainerCallback` records `time.perf_counter()` at `on_step_begin` and `on_step_end` while
+`trainer.train()` runs with `max_steps = warmup + steps`. That window is exactly one optimiser step of the real
+training loop -- forward + backward of policy and reference, the loss, our metric bookkeeping, gradient clipping,
+`optimizer.step()`, the scheduler and `zero_grad` -- and excludes what is not per-step cost of the trainer (fetching
+the batch from the dataloader, which happens before `on_step_begin`; logging and saving, which happen after
+`on_step_end`). Timing `training_step` directly would miss the optimiser step, and monkeypatching it would time a
+different code path from the one users run. The first ``--warmup`` steps are discarded (allocator warm-up, lazy
+initialisation); the median of the next ``--steps`` is reported with its min-max.
+
+Memory: on a GPU, `torch.cuda.max_memory_allocated()` over the measured steps (reset after warm-up), minus what was
+allocated before them. On CPU a background thread samples, every millisecond, (a) the process RSS (`psutil`) and
+(b) glibc's live heap bytes (`mallinfo2`: bytes in use, including large mmap'd tensor blocks). RSS only grows in a
+long-lived process -- freed memory stays cached by the allocator, so later runs look free -- so the main CPU figure
+is the peak growth of *live* heap during the measured steps over its level at the first measured step; the absolute
+peak RSS is printed too. `resource.getrusage` (lifetime peak) and `tracemalloc` (Python objects only, not torch
+tensors) cannot measure this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--model", default="tiny",
+                        help="`tiny` (random 2-layer Llama from alignment.testing), an embedded alias such as "
+                             "`smollm2-135m-instruct`, or a checkpoint path")
+    parser.add_argument("--steps", type=int, default=10, help="measured optimiser steps per run (default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="discarded steps before them (default 3)")
+    parser.add_argument("--batch-size", type=int, default=4, help="pairs per step (default 4)")
+    parser.add_argument("--max-length", type=int, default=256, help="max prompt+completion tokens (default 256)")
+    parser.add_argument("--losses", default="all",
+                        help="comma-separated registered loss names, or `all` (default; `_test*` names skipped)")
+    parser.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads (default 1)")
+    parser.add_argument("--trl-every", type=int, default=1,
+                        help="re-run TRL after every N of our losses (default 1: TRL, ours, TRL, ours, ..., TRL)")
+    parser.add_argument("--out", default=None, help="also write the results as JSON to this file")
+    return parser.parse_args(argv)
+
+
+ARGS = parse_args()
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)  # before torch is imported
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import ctypes  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import psutil  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
+from transformers.trainer_callback import PrinterCallback  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+from trl import DPOConfig, DPOTrainer  # noqa: E402
+
+from alignment.configs import PreferenceConfig  # noqa: E402
+from alignment.losses import get_preference_loss, list_preference_losses  # noqa: E402
+from alignment.trainers import PreferenceTrainer  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+hf_logging.set_verbosity_error()
+CUDA = torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------- memory
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _live_heap_reader():
+    """Bytes malloc'd and not freed (small blocks + mmap'd large blocks), or None without glibc's mallinfo2."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+
+    def read() -> int:
+        info = mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    return read
+
+
+LIVE_HEAP = _live_heap_reader()
+
+
+class MemorySampler:
+    """Peak RSS and peak live heap, sampled every `interval` s by a daemon thread while `active`."""
+
+    def __init__(self, interval: float = 0.001):
+        self.process = psutil.Process()
+        self.interval = interval
+        self.active = False
+        self.peak_rss = 0
+        self.peak_heap = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            if self.active:
+                self.sample()
+            time.sleep(self.interval)
+
+    def sample(self):
+        self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+        if LIVE_HEAP is not None:
+            self.peak_heap = max(self.peak_heap, LIVE_HEAP())
+
+    def reset(self):
+        self.peak_rss = self.process.memory_info().rss
+        self.peak_heap = LIVE_HEAP() if LIVE_HEAP is not None else 0
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+
+
+SAMPLER = None if CUDA else MemorySampler()
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimiser step (`on_step_begin` -> `on_step_end`) and peak memory after the warm-up."""
+
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.durations: list[float] = []
+        self.base_mem = 0
+        self._t0 = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:  # first measured step: memory baseline
+            if CUDA:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                self.base_mem = torch.cuda.memory_allocated()
+            else:
+                SAMPLER.reset()
+                self.base_mem = SAMPLER.peak_heap
+        if CUDA:
+            torch.cuda.synchronize()
+        elif state.global_step >= self.warmup:
+            SAMPLER.active = True  # sample only inside measured steps, not while the next batch is fetched
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if CUDA:
+            torch.cuda.synchronize()
+        self.durations.append(time.perf_counter() - self._t0)
+        if not CUDA and SAMPLER.active:
+            SAMPLER.sample()
+            SAMPLER.active = False
+
+    def memory(self) -> dict:
+        if CUDA:
+            peak = torch.cuda.max_memory_allocated()
+            return {"peak_mib": peak / 2**20, "growth_mib": (peak - self.base_mem) / 2**20}
+        return {"peak_rss_mib": SAMPLER.peak_rss / 2**20, "growth_mib": (SAMPLER.peak_heap - self.base_mem) / 2**20}
+
+
+# ----------------------------------------------------------------------------- data and model
+def make_pairs(n: int) -> Dataset:
+    """Arithmetic word problems in chat format; chosen and rejected of different lengths; a `margin` for `madpo`."""
+    names = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana"]
+    items = ["apples", "oranges", "marbles", "stickers", "books", "coins"]
+    rows = []
+    for i in range(n):
+        a, b, who, what = 3 + 7 * i % 41, 2 + 5 * i % 17, names[i % len(names)], items[i % len(items)]
+        rows.append({
+            "prompt": [{"role": "user", "content": f"{who} has {a} {what} and buys {b} more, then gives away {i % 5}."
+                                                   f" How many {what} does {who} have now? Reply with the number."}],
+            "chosen": [{"role": "assistant", "content": f"{who} has {a} + {b} - {i % 5} = {a + b - i % 5} {what}. "
+                                                        f"The answer is {a + b - i % 5}."}],
+            "rejected": [{"role": "assistant", "content": f"The answer is {a + b + i % 5 + 1}, because {who} now has "
+                                                          f"more {what} than before and gave some more away."}],
+            "margin": float((i % 7) - 2),
+        })
+    return Dataset.from_list(rows)
+
+
+def model_path(name: str, tmp: str) -> str:
+    if name == "tiny":
+        from alignment.testing import save_tiny_model
+
+        return save_tiny_model(os.path.join(tmp, "tiny"))
+    from alignment.models import resolve_model_name_or_path
+
+    return resolve_model_name_or_path(name)
+
+
+def run_once(kind: str, loss: str, path: str, data: Dataset, tmp: str) -> dict:
+    """Train `warmup + steps` steps with TRL (`kind="trl"`) or ours with `loss`; return timings and memory."""
+    common = dict(
+        output_dir=os.path.join(tmp, "out"), per_device_train_batch_size=ARGS.batch_size,
+        max_steps=ARGS.warmup + ARGS.steps, learning_rate=1e-6, max_length=ARGS.max_length, report_to="none",
+        save_strategy="no", logging_steps=10_000, disable_tqdm=True, seed=0, use_cpu=not CUDA, bf16=False,
+        gradient_checkpointing=False, dataloader_drop_last=True,
+    )
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if kind == "trl":
+        trainer = DPOTrainer(model=model, args=DPOConfig(loss_type=["sigmoid"], beta=0.1, **common),
+                             train_dataset=data.remove_columns("margin"), processing_class=tokenizer)
+    else:
+        trainer = PreferenceTrainer(model=model, args=PreferenceConfig(loss_type=[loss], beta=0.1, **common),
+                                    train_dataset=data, processing_class=tokenizer)
+    timer = StepTimer(ARGS.warmup)
+    trainer.add_callback(timer)
+    trainer.remove_callback(PrinterCallback)  # no end-of-run metrics dump in the table
+    trainer.train()
+    measured = timer.durations[ARGS.warmup:]
+    result = {
+        "trainer": "TRL DPOTrainer" if kind == "trl" else "PreferenceTrainer", "loss": loss,
+        "median_s": statistics.median(measured), "min_s": min(measured), "max_s": max(measured),
+        "steps_s": measured, **timer.memory(),
+    }
+    del trainer, model
+    return result
+
+
+def fmt_mem(row: dict) -> str:
+    if "peak_rss_mib" in row:
+        return f"{row['growth_mib']:8.1f} {row['peak_rss_mib']:9.0f}"
+    return f"{row['growth_mib']:8.1f} {row['peak_mib']:9.0f}"
+
+
+def main() -> None:
+    losses = [n for n in list_preference_losses() if not n.startswith("_test")] if ARGS.losses == "all" \
+        else [n.strip() for n in ARGS.losses.split(",") if n.strip()]
+    for name in losses:
+        get_preference_loss(name)  # unknown name -> error listing the valid ones, before anything runs
+    with tempfile.TemporaryDirectory() as tmp:
+        path = model_path(ARGS.model, tmp)
+        data = make_pairs(ARGS.batch_size * (ARGS.warmup + ARGS.steps))
+        runs: list[dict] = []
+
+        def run(kind, loss):
+            row = run_once(kind, loss, path, data, tmp)
+            row["order"] = len(runs)
+            runs.append(row)
+            print(f"  [{row['order']:2d}] {row['trainer']:17s} {loss:9s} median {row['median_s']:.4f} s "
+                  f"(min {row['min_s']:.4f}, max {row['max_s']:.4f})", flush=True)
+
+        print(f"model={ARGS.model} steps={ARGS.steps} warmup={ARGS.warmup} batch={ARGS.batch_size} "
+              f"max_length={ARGS.max_length} threads={ARGS.threads} device={'cuda' if CUDA else 'cpu'}", flush=True)
+        run("trl", "sigmoid")
+        for i, loss in enumerate(losses):
+            run("ours", loss)
+            if (i + 1) % ARGS.trl_every == 0 or i == len(losses) - 1:
+                run("trl", "sigmoid")
+
+    trl_runs = [r for r in runs if r["trainer"] == "TRL DPOTrainer"]
+    for row in runs:
+        if row["trainer"] == "TRL DPOTrainer":
+            continue
+        before = [r for r in trl_runs if r["order"] < row["order"]][-1]
+        after = [r for r in trl_runs if r["order"] > row["order"]][0]
+        row["trl_median_s"] = (before["median_s"] + after["median_s"]) / 2
+        row["ratio"] = row["median_s"] / row["trl_median_s"]
+        row["goal"] = 1.02 if row["loss"] == "sigmoid" else 1.05
+        row["meets_goal"] = row["ratio"] <= row["goal"]
+    trl_medians = [r["median_s"] for r in trl_runs]
+    spread = {"trl_runs": len(trl_runs), "trl_median_min_s": min(trl_medians), "trl_median_max_s": max(trl_medians),
+              "trl_spread_pct": 100 * (max(trl_medians) - min(trl_medians)) / statistics.median(trl_medians)}
+
+    mem_header = "peak RSS MiB" if not CUDA else "peak alloc MiB"
+    print()
+    print(f"{'trainer':17s} {'loss':9s} {'median s/step':>13s} {'min-max':>17s} {'vs TRL':>7s} {'goal':>6s} "
+          f"{'mem +MiB':>8s} {mem_header:>9s}")
+    for row in runs:
+        ratio = f"{row['ratio']:.3f}x" if "ratio" in row else "-"
+        goal = ("ok" if row["meets_goal"] else "MISS") if "ratio" in row else ""
+        print(f"{row['trainer']:17s} {row['loss']:9s} {row['median_s']:13.4f} "
+              f"{row['min_s']:8.4f}-{row['max_s']:<8.4f} {ratio:>7s} {goal:>6s} {fmt_mem(row)}")
+    print(f"\nTRL spread over {spread['trl_runs']} runs: median s/step {spread['trl_median_min_s']:.4f} - "
+          f"{spread['trl_median_max_s']:.4f} ({spread['trl_spread_pct']:.1f}% of the median). Ratios compare each "
+          "run with the mean of the TRL runs just before and after it.")
+    print("mem +MiB: " + ("peak CUDA memory allocated during the measured steps minus that before them." if CUDA else
+                          "peak growth of glibc live heap (mallinfo2) during the measured steps over the first "
+                          "measured step's start; peak RSS is absolute (it only grows in one process)."))
+
+    if ARGS.out:
+        meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+                "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": "cuda" if CUDA else "cpu",
+                "gpu": torch.cuda.get_device_name() if CUDA else None, **vars(ARGS)}
+        with open(ARGS.out, "w") as f:
+            json.dump({"meta": meta, "spread": spread, "runs": runs}, f, indent=2)
+        print(f"wrote {ARGS.out}")
+    if SAMPLER is not None:
+        SAMPLER.close()
+
+
+if __name__ == "__main__":
+    main()
