@@ -212,22 +212,16 @@ def reward_main(argv=None):
     held-out pairwise accuracy to `eval_results.json` (`preference.eval_pairwise_accuracy`, per domain under
     `reward.pairwise_accuracy`). Returns `(trainer, results)`.
     """
-    from accelerate import PartialState
-    from transformers import set_seed
     from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
     from .configs import AlignmentScriptArguments
     from .data_loading import load_recipe_datasets, split_or_fail
-    from .script_utils import finalize_run, parse_recipe, resolve_resume_checkpoint, setup_logging
+    from .script_utils import finalize_run, resolve_resume_checkpoint, start_run
 
-    script_args, training_args, model_args, mixture_args, recipe = parse_recipe(
+    # Seeds before loading: the new `score` head is randomly initialised.
+    script_args, training_args, model_args, mixture_args, recipe, state = start_run(
         (AlignmentScriptArguments, RewardConfig, ModelConfig, DatasetMixtureConfig), argv
     )
-    setup_logging(training_args)
-    # Before loading: the new `score` head is randomly initialised.
-    set_seed(training_args.seed)
-    state = PartialState()
-    print(f"[alignment] rank {state.process_index} of world size {state.num_processes} on {state.device}", flush=True)
 
     model, tokenizer, model_path = load_reward_model_and_tokenizer(model_args, script_args, training_args)
     data = load_recipe_datasets(script_args, mixture_args, fmt="preference")

@@ -62,6 +62,25 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     return (*parsed, recipe)
 
 
+def start_run(dataclass_types, argv: list[str] | None = None):
+    """Parse the recipe, set up logging and the seed, and print one line per rank.
+
+    Returns ``(*parsed dataclasses, recipe, state)``. The seed is set before any model is built, so randomly
+    initialised heads (reward models, LoRA adapters) are reproducible.
+    """
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    *parsed, recipe = parse_recipe(dataclass_types, argv)
+    training_args = next(p for p in parsed if hasattr(p, "get_process_log_level"))
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    state = PartialState()
+    # One line per rank, so a launch that silently started fewer processes than asked is visible in the log.
+    print(f"[alignment] rank {state.process_index} of world size {state.num_processes} on {state.device}", flush=True)
+    return (*parsed, recipe, state)
+
+
 def load_model_and_tokenizer(model_args, script_args, training_args):
     """Load the causal LM and its tokenizer; `model_name_or_path` may be an embedded-model alias.
 
