@@ -25,7 +25,8 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=10
 
 test-slow: $(STAMP)
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow --durations=10
+	# pytest exits 5 when no test is marked slow: that is not a failure.
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow --durations=10 || [ $$? -eq 5 ]
 
 clean:
 	rm -rf $(VENV) outputs
