@@ -26,32 +26,12 @@ from typing import Any
 
 import torch
 
+from .script_utils import load_tokenizer
+
 logger = logging.getLogger("alignment")
 
 
 # --------------------------------------------------------------------------------------------------------- loading
-
-
-def load_tokenizer(model_path: str, revision: str | None = None, trust_remote_code: bool = False,
-                   chat_template: str | None = None):
-    """The tokenizer of `model_path`, with a recipe's `chat_template` (a known name or a file) and a pad token."""
-    from transformers import AutoTokenizer
-
-    from .script_utils import CHAT_TEMPLATES
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
-    if chat_template:
-        template = CHAT_TEMPLATES.get(chat_template)
-        if template is None:
-            if not Path(chat_template).is_file():
-                raise ValueError(
-                    f"`chat_template: {chat_template}` is neither a known name ({sorted(CHAT_TEMPLATES)}) nor a file."
-                )
-            template = Path(chat_template).read_text()
-        tokenizer.chat_template = template
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def load_reward_model_and_tokenizer(model_args, script_args, training_args):

@@ -14,14 +14,6 @@ import yaml
 
 logger = logging.getLogger("alignment")
 
-CHAT_TEMPLATES = {
-    "chatml": (
-        "{% for message in messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-    )
-}
 
 
 def setup_logging(training_args) -> None:
@@ -81,34 +73,47 @@ def start_run(dataclass_types, argv: list[str] | None = None):
     return (*parsed, recipe, state)
 
 
+def chat_templates() -> dict[str, str]:
+    """Chat templates a recipe can name with `chat_template:` (anything else must be a path to a Jinja file)."""
+    from .models import CHATML_TEMPLATE
+
+    return {"chatml": CHATML_TEMPLATE}
+
+
+def load_tokenizer(model_path: str, revision: str | None = None, trust_remote_code: bool = False,
+                   chat_template: str | None = None):
+    """The tokenizer of `model_path`, with a recipe's `chat_template` (a known name or a file) and a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
+    if chat_template:
+        template = chat_templates().get(chat_template)
+        if template is None:
+            if not Path(chat_template).is_file():
+                raise ValueError(
+                    f"`chat_template: {chat_template}` is neither a known name ({sorted(chat_templates())}) nor a file."
+                )
+            template = Path(chat_template).read_text()
+        tokenizer.chat_template = template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model_and_tokenizer(model_args, script_args, training_args):
     """Load the causal LM and its tokenizer; `model_name_or_path` may be an embedded-model alias.
 
     Returns ``(model, tokenizer, resolved_path)``. The model is fp32 on CPU and bf16 on GPU unless `dtype` is set.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from .models import resolve_model_name_or_path
 
     if not model_args.model_name_or_path:
         raise ValueError("Set `model_name_or_path` in the recipe (a local path, a Hub id, or `smollm2-135m-instruct`).")
     path = resolve_model_name_or_path(model_args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(
-        path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
-    )
-    if script_args.chat_template:
-        template = CHAT_TEMPLATES.get(script_args.chat_template)
-        if template is None:
-            template_path = Path(script_args.chat_template)
-            if not template_path.is_file():
-                raise ValueError(
-                    f"`chat_template: {script_args.chat_template}` is neither a known name ({sorted(CHAT_TEMPLATES)}) "
-                    "nor a file."
-                )
-            template = template_path.read_text()
-        tokenizer.chat_template = template
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path, model_args.model_revision, training_args.trust_remote_code,
+                               script_args.chat_template)
 
     dtype = model_args.dtype
     if dtype in (None, "auto"):

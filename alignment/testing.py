@@ -10,13 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# A ChatML template, the same layout SmolLM2-Instruct uses, so that tests exercise the same prompt/completion split.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+# SmolLM2-Instruct's ChatML layout, so tests exercise the same prompt/completion split as the embedded model.
+from .models import CHATML_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -96,3 +91,70 @@ def save_tiny_model(path: str | os.PathLike, seed: int = 0, **model_kwargs) -> s
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def example_preference_batch(**extras):
+    """Two pairs with 2-3 completion tokens and padding; values chosen so sums are easy to check by hand.
+
+    Sequence sums: chosen [-0.75, -3.0], rejected [-2.0, -1.0]; chosen lengths [2, 3], rejected [1, 2];
+    log-ratios chosen [1.25, -1.0], rejected [-1.0, 1.0]; DPO margin h = [2.25, -2.0]. ``extras`` are passed to
+    `PreferenceBatch` (margin, weight, token weights, ...).
+    """
+    import torch
+
+    from .losses import PreferenceBatch
+
+    chosen_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    rejected_mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    return PreferenceBatch(
+        chosen_logps=torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -1.0, -1.0]]) * chosen_mask,
+        rejected_logps=torch.tensor([[-2.0, 0.0, 0.0], [-0.5, -0.5, 0.0]]) * rejected_mask,
+        ref_chosen_logps=torch.tensor([[-1.0, -1.0, 0.0], [-1.0, -0.5, -0.5]]) * chosen_mask,
+        ref_rejected_logps=torch.tensor([[-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]]) * rejected_mask,
+        chosen_mask=chosen_mask,
+        rejected_mask=rejected_mask,
+        **extras,
+    )
+
+
+def preference_pairs(n: int = 8, **extra_columns):
+    """A small conversational preference dataset (`prompt`/`chosen`/`rejected`), plus optional per-row columns."""
+    from datasets import Dataset
+
+    rows = []
+    for i in range(n):
+        row = {
+            "prompt": [{"role": "user", "content": f"What is {i} + {i + 1}?"}],
+            "chosen": [{"role": "assistant", "content": str(2 * i + 1)}],
+            "rejected": [{"role": "assistant", "content": f"{2 * i + 3} or so"}],
+        }
+        row.update({name: values[i] for name, values in extra_columns.items()})
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def trainer_test_args(tmp_path, **overrides) -> dict:
+    """Trainer config kwargs for fast tests: CPU, fp32, batch 4, 2 steps, no saving, no reporting."""
+    args = dict(output_dir=str(Path(tmp_path) / "out"), per_device_train_batch_size=4, max_steps=2, report_to="none",
+                bf16=False, use_cpu=True, logging_steps=1, seed=0, learning_rate=1e-2, save_strategy="no")
+    args.update(overrides)
+    return args
+
+
+def make_preference_trainer(trainer_cls, config_cls, model_dir, tmp_path, dataset, **overrides):
+    """`trainer_cls(config_cls(...))` on the model in `model_dir`, with `trainer_test_args`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    args = trainer_test_args(tmp_path, **overrides)
+    return trainer_cls(model=AutoModelForCausalLM.from_pretrained(model_dir), args=config_cls(**args),
+                       train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(model_dir))
+
+
+def perturb_parameters_(model, seed: int = 1, scale: float = 0.05) -> None:
+    """Add seeded Gaussian noise to every parameter in place (moves a policy away from its reference copy)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))

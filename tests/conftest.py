@@ -17,3 +17,34 @@ def tiny_model_dir(tmp_path_factory):
     from alignment.testing import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by `crash_at_training_step` to stand for an interrupted run."""
+
+
+@pytest.fixture
+def crash_at_training_step(monkeypatch):
+    """`crash(trainer_cls, step)` makes the `step`-th `training_step` call raise `SimulatedCrash`; `restore()` undoes it.
+
+    Returns a pair of callables ``(crash, restore)``.
+    """
+    original = {}
+
+    def crash(trainer_cls, step: int):
+        original_step = original.setdefault(trainer_cls, trainer_cls.training_step)
+        calls = {"n": 0}
+
+        def crashing_step(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == step:
+                raise SimulatedCrash("power cut")
+            return original_step(self, *args, **kwargs)
+
+        monkeypatch.setattr(trainer_cls, "training_step", crashing_step)
+
+    def restore():
+        for trainer_cls, step_fn in original.items():
+            monkeypatch.setattr(trainer_cls, "training_step", step_fn)
+
+    return crash, restore

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.configs import PreferenceConfig
 from alignment.losses import PreferenceBatch, compute_preference_loss, get_preference_loss, list_preference_losses
 from alignment.trainers import PreferenceTrainer
+from alignment.testing import preference_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "smollm2-135m"
@@ -32,19 +32,6 @@ LOSSES = [name for name in list_preference_losses() if not name.startswith("_tes
 # Dataset columns the test can synthesise for losses that require them (`madpo` needs a reward-model margin).
 SYNTHETIC_COLUMNS = {"margin": [0.5, -1.0, 3.0, 1.5, 8.0, -3.0]}
 N_PAIRS = 6
-
-
-def preference_pairs(n: int = N_PAIRS, **columns) -> Dataset:
-    rows = []
-    for i in range(n):
-        row = {
-            "prompt": [{"role": "user", "content": f"What is {i} + {i + 1}?"}],
-            "chosen": [{"role": "assistant", "content": str(2 * i + 1)}],
-            "rejected": [{"role": "assistant", "content": f"{2 * i + 3} or so"}],
-        }
-        row.update({name: values[i] for name, values in columns.items()})
-        rows.append(row)
-    return Dataset.from_list(rows)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +58,7 @@ def test_every_loss_trains_three_steps(tiny, tmp_path, loss_type):
     spec = get_preference_loss(loss_type)
     missing = [column for column in spec.requires_columns if column not in SYNTHETIC_COLUMNS]
     assert not missing, f"add synthetic values for {missing} to SYNTHETIC_COLUMNS so {loss_type!r} is tested"
-    dataset = preference_pairs(**{column: SYNTHETIC_COLUMNS[column] for column in spec.requires_columns})
+    dataset = preference_pairs(N_PAIRS, **{column: SYNTHETIC_COLUMNS[column] for column in spec.requires_columns})
     args = PreferenceConfig(
         output_dir=str(tmp_path / "out"), loss_type=loss_type, per_device_train_batch_size=2, max_steps=3,
         learning_rate=1e-2, logging_steps=1, report_to="none", bf16=False, use_cpu=True, seed=0, save_strategy="no",

@@ -10,21 +10,7 @@ from alignment.losses import (
     register_preference_loss,
     validate_preference_loss,
 )
-
-
-def token_batch(**extras):
-    """Two pairs, completions of 2-3 tokens with padding; values chosen so sums are easy to check by hand."""
-    chosen_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    rejected_mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    return PreferenceBatch(
-        chosen_logps=torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -1.0, -1.0]]) * chosen_mask,
-        rejected_logps=torch.tensor([[-2.0, 0.0, 0.0], [-0.5, -0.5, 0.0]]) * rejected_mask,
-        ref_chosen_logps=torch.tensor([[-1.0, -1.0, 0.0], [-1.0, -0.5, -0.5]]) * chosen_mask,
-        ref_rejected_logps=torch.tensor([[-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]]) * rejected_mask,
-        chosen_mask=chosen_mask,
-        rejected_mask=rejected_mask,
-        **extras,
-    )
+from alignment.testing import example_preference_batch as token_batch
 
 
 def test_sequence_properties_sum_only_completion_tokens():

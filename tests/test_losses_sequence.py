@@ -15,6 +15,7 @@ import alignment.losses.margin_losses  # noqa: F401
 import alignment.losses.npo  # noqa: F401
 from alignment.losses import PreferenceBatch, compute_preference_loss, validate_preference_loss
 from alignment.losses.madpo import madpo_weight
+from alignment.testing import example_preference_batch as token_batch
 
 
 def sig(x):
@@ -23,24 +24,6 @@ def sig(x):
 
 def logsig(x):
     return -math.log1p(math.exp(-x))
-
-
-def token_batch(**extras):
-    """Same two pairs as tests/test_losses.py: h = [2.25, -2.0]; chosen lengths [2, 3], rejected lengths [1, 2].
-
-    Log-ratios: chosen [1.25, -1.0], rejected [-1.0, 1.0].
-    """
-    chosen_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    rejected_mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    return PreferenceBatch(
-        chosen_logps=torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -1.0, -1.0]]) * chosen_mask,
-        rejected_logps=torch.tensor([[-2.0, 0.0, 0.0], [-0.5, -0.5, 0.0]]) * rejected_mask,
-        ref_chosen_logps=torch.tensor([[-1.0, -1.0, 0.0], [-1.0, -0.5, -0.5]]) * chosen_mask,
-        ref_rejected_logps=torch.tensor([[-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]]) * rejected_mask,
-        chosen_mask=chosen_mask,
-        rejected_mask=rejected_mask,
-        **extras,
-    )
 
 
 H = [2.25, -2.0]

@@ -11,21 +11,10 @@ from trl import DPOConfig, DPOTrainer
 from alignment.configs import PreferenceConfig
 from alignment.losses import PreferenceBatch, compute_preference_loss, validate_preference_loss
 from alignment.trainers import PreferenceTrainer
-
-
-def token_batch(**extras):
-    """Two pairs, completions of 2-3 tokens with padding (as in test_losses.py); h = [2.25, -2.0]."""
-    chosen_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    rejected_mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    return PreferenceBatch(
-        chosen_logps=torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -1.0, -1.0]]) * chosen_mask,
-        rejected_logps=torch.tensor([[-2.0, 0.0, 0.0], [-0.5, -0.5, 0.0]]) * rejected_mask,
-        ref_chosen_logps=torch.tensor([[-1.0, -1.0, 0.0], [-1.0, -0.5, -0.5]]) * chosen_mask,
-        ref_rejected_logps=torch.tensor([[-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]]) * rejected_mask,
-        chosen_mask=chosen_mask,
-        rejected_mask=rejected_mask,
-        **extras,
-    )
+from alignment.testing import example_preference_batch as token_batch
+from alignment.testing import make_preference_trainer as make_trainer
+from alignment.testing import perturb_parameters_ as perturb_
+from alignment.testing import preference_pairs as pairs
 
 
 def lssp(chosen, rejected):
@@ -134,36 +123,12 @@ def test_negative_nll_weight_fails_validation(name, key):
 
 
 # ----------------------------------------------------------------------------- WPO in the trainer vs TRL
-def pairs(n=8):
-    return Dataset.from_list([
-        {"prompt": [{"role": "user", "content": f"What is {i} + {i + 1}?"}],
-         "chosen": [{"role": "assistant", "content": str(2 * i + 1)}],
-         "rejected": [{"role": "assistant", "content": f"{2 * i + 3} or so"}]}
-        for i in range(n)
-    ])
-
-
-def make_trainer(cls, config_cls, model_dir, tmp_path, **overrides):
-    args = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, report_to="none",
-                bf16=False, use_cpu=True, logging_steps=1, seed=0, learning_rate=1e-2, save_strategy="no")
-    args.update(overrides)
-    return cls(model=AutoModelForCausalLM.from_pretrained(model_dir), args=config_cls(**args),
-               train_dataset=pairs(), processing_class=AutoTokenizer.from_pretrained(model_dir))
-
-
-def perturb_(model, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-
-
 def test_wpo_unclamped_matches_trl_use_weighting(tiny_model_dir, tmp_path):
-    trl_trainer = make_trainer(DPOTrainer, DPOConfig, tiny_model_dir, tmp_path, beta=0.3, use_weighting=True)
-    ours = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, beta=0.3, loss_type="wpo",
+    trl_trainer = make_trainer(DPOTrainer, DPOConfig, tiny_model_dir, tmp_path, pairs(), beta=0.3, use_weighting=True)
+    ours = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, pairs(), beta=0.3, loss_type="wpo",
                         loss_kwargs={"clamp": False})
-    clamped = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, beta=0.3, loss_type="wpo")
-    dpo_trainer = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, beta=0.3)
+    clamped = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, pairs(), beta=0.3, loss_type="wpo")
+    dpo_trainer = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, pairs(), beta=0.3)
     for trainer in (trl_trainer, ours, clamped, dpo_trainer):
         perturb_(trainer.model)
         trainer.model.train()
@@ -189,7 +154,7 @@ def test_wpo_unclamped_matches_trl_use_weighting(tiny_model_dir, tmp_path):
 
 
 def test_sigmoid_trainer_does_not_request_log_sum_sq_probs(tiny_model_dir, tmp_path):
-    trainer = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path)
+    trainer = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, pairs())
     assert trainer._model_outputs == ()
     batch = next(iter(trainer.get_train_dataloader()))
     out = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

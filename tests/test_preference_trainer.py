@@ -7,41 +7,10 @@ from trl import DPOConfig, DPOTrainer
 from alignment.configs import PreferenceConfig
 from alignment.losses import PreferenceBatch, register_preference_loss
 from alignment.trainers import PreferenceTrainer
-
-
-def pairs(n=8, **extra_columns):
-    rows = []
-    for i in range(n):
-        row = {
-            "prompt": [{"role": "user", "content": f"What is {i} + {i + 1}?"}],
-            "chosen": [{"role": "assistant", "content": str(2 * i + 1)}],
-            "rejected": [{"role": "assistant", "content": f"{2 * i + 3} or so"}],
-        }
-        for name, values in extra_columns.items():
-            row[name] = values[i]
-        rows.append(row)
-    return Dataset.from_list(rows)
-
-
-def common_args(tmp_path, **overrides):
-    args = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, report_to="none",
-                bf16=False, use_cpu=True, logging_steps=1, seed=0, learning_rate=1e-2, save_strategy="no")
-    args.update(overrides)
-    return args
-
-
-def make_trainer(cls, config_cls, model_dir, tmp_path, dataset, **overrides):
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return cls(model=model, args=config_cls(**common_args(tmp_path, **overrides)), train_dataset=dataset,
-               processing_class=tokenizer)
-
-
-def perturb_(model, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+from alignment.testing import make_preference_trainer as make_trainer
+from alignment.testing import perturb_parameters_ as perturb_
+from alignment.testing import preference_pairs as pairs
+from alignment.testing import trainer_test_args as common_args
 
 
 def test_sigmoid_matches_trl_dpo_loss_and_gradients(tiny_model_dir, tmp_path):

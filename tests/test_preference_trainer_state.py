@@ -23,11 +23,8 @@ def argv(model_dir, output_dir, *extra):
             "--output_dir", str(output_dir), *COMMON, *extra]
 
 
-class SimulatedCrash(RuntimeError):
-    pass
-
-
-def test_beta_dpo_state_is_checkpointed_and_resume_is_exact(tiny_model_dir, tmp_path, monkeypatch):
+def test_beta_dpo_state_is_checkpointed_and_resume_is_exact(tiny_model_dir, tmp_path, monkeypatch,
+                                                             crash_at_training_step):
     full_dir, crash_dir = tmp_path / "full", tmp_path / "crash"
     full_trainer, _ = cli.dpo_main(argv(tiny_model_dir, full_dir))
     state = full_trainer._loss_states["beta_dpo"]
@@ -41,19 +38,11 @@ def test_beta_dpo_state_is_checkpointed_and_resume_is_exact(tiny_model_dir, tmp_
     logged = [entry for entry in full_trainer.state.log_history if "beta_dpo/kept_fraction" in entry]
     assert logged and all(entry["beta_dpo/kept_fraction"] == pytest.approx(0.5) for entry in logged)
 
-    original_step = cli.PreferenceTrainer.training_step
-    calls = {"n": 0}
-
-    def crashing_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise SimulatedCrash("power cut")
-        return original_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(cli.PreferenceTrainer, "training_step", crashing_step)
-    with pytest.raises(SimulatedCrash):
+    crash, restore = crash_at_training_step
+    crash(cli.PreferenceTrainer, 6)
+    with pytest.raises(RuntimeError, match="power cut"):
         cli.dpo_main(argv(tiny_model_dir, crash_dir))
-    monkeypatch.setattr(cli.PreferenceTrainer, "training_step", original_step)
+    restore()
     assert (crash_dir / "checkpoint-4" / LOSS_STATE_NAME).is_file() and not (crash_dir / "checkpoint-8").exists()
 
     restored = {}

@@ -58,29 +58,17 @@ def test_cli_override_and_unknown_recipe_key_fail_fast(tiny_model_dir, tmp_path)
         cli.dpo_main(["--config", str(bad), "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path)])
 
 
-class SimulatedCrash(RuntimeError):
-    pass
-
-
-def test_interrupted_run_resumes_to_the_same_parameters(tiny_model_dir, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_parameters(tiny_model_dir, tmp_path, crash_at_training_step):
     common = ("--eval_after_training", "false")
     full_dir, crash_dir = tmp_path / "full", tmp_path / "crash"
     cli.dpo_main(dpo_argv(tiny_model_dir, full_dir, *common))
 
     # Crash in the middle of step 6, after checkpoint-4 was written.
-    original_step = cli.PreferenceTrainer.training_step
-    calls = {"n": 0}
-
-    def crashing_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise SimulatedCrash("power cut")
-        return original_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(cli.PreferenceTrainer, "training_step", crashing_step)
-    with pytest.raises(SimulatedCrash):
+    crash, restore = crash_at_training_step
+    crash(cli.PreferenceTrainer, 6)
+    with pytest.raises(RuntimeError, match="power cut"):
         cli.dpo_main(dpo_argv(tiny_model_dir, crash_dir, *common))
-    monkeypatch.setattr(cli.PreferenceTrainer, "training_step", original_step)
+    restore()
     assert (crash_dir / "checkpoint-4").is_dir() and not (crash_dir / "checkpoint-8").exists()
     assert not (crash_dir / "model.safetensors").exists()
 

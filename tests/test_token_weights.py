@@ -14,52 +14,11 @@ from alignment.losses import (
     validate_token_weighting,
 )
 from alignment.trainers import PreferenceTrainer
+from alignment.testing import example_preference_batch as token_batch
+from alignment.testing import make_preference_trainer as make_trainer
+from alignment.testing import perturb_parameters_ as perturb_
+from alignment.testing import preference_pairs as pairs
 
-# The trainer tests' helpers, copied rather than imported: importing `test_preference_trainer` a second time (under
-# another module name) would re-register its test loss.
-
-
-def pairs(n=8):
-    from datasets import Dataset
-
-    return Dataset.from_list([
-        {"prompt": [{"role": "user", "content": f"What is {i} + {i + 1}?"}],
-         "chosen": [{"role": "assistant", "content": str(2 * i + 1)}],
-         "rejected": [{"role": "assistant", "content": f"{2 * i + 3} or so"}]}
-        for i in range(n)
-    ])
-
-
-def make_trainer(model_dir, tmp_path, dataset, **overrides):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    args = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, report_to="none",
-                bf16=False, use_cpu=True, logging_steps=1, seed=0, learning_rate=1e-2, save_strategy="no")
-    args.update(overrides)
-    return PreferenceTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=PreferenceConfig(**args),
-                             train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(model_dir))
-
-
-def perturb_(model, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-
-
-def token_batch(**extras):
-    """Two pairs with 2-3 completion tokens and padding (as in test_losses)."""
-    chosen_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    rejected_mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    return PreferenceBatch(
-        chosen_logps=torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -1.0, -1.0]]) * chosen_mask,
-        rejected_logps=torch.tensor([[-2.0, 0.0, 0.0], [-0.5, -0.5, 0.0]]) * rejected_mask,
-        ref_chosen_logps=torch.tensor([[-1.0, -1.0, 0.0], [-1.0, -0.5, -0.5]]) * chosen_mask,
-        ref_rejected_logps=torch.tensor([[-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]]) * rejected_mask,
-        chosen_mask=chosen_mask,
-        rejected_mask=rejected_mask,
-        **extras,
-    )
 
 
 def _logps(probs):
@@ -178,7 +137,7 @@ def test_config_parses_json_kwargs_from_the_command_line(tmp_path):
 )
 def test_bad_token_weighting_config_fails_before_training(tiny_model_dir, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        make_trainer(tiny_model_dir, tmp_path, pairs(), **overrides)
+        make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, pairs(), **overrides)
 
 
 def test_trainer_token_weighting_changes_loss_and_all_ones_reproduces_it(tiny_model_dir, tmp_path):
@@ -186,7 +145,7 @@ def test_trainer_token_weighting_changes_loss_and_all_ones_reproduces_it(tiny_mo
     # The tiny random model's entropy is ≈ log|V| at every position (spread ~0.1%), so `alpha` amplifies it.
     kwargs = {"entropy": {"alpha": 20.0}}
     trainers = {
-        name: make_trainer(tiny_model_dir, tmp_path, dataset,
+        name: make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, dataset,
                            token_weighting=name, token_weighting_kwargs=kwargs.get(name))
         for name in (None, "tldr", "entropy", "_test_ones")
     }
@@ -213,7 +172,7 @@ def test_trainer_token_weighting_changes_loss_and_all_ones_reproduces_it(tiny_mo
 
 
 def test_training_with_tldr_logs_weight_means(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path, pairs(),
+    trainer = make_trainer(PreferenceTrainer, PreferenceConfig, tiny_model_dir, tmp_path, pairs(),
                            token_weighting="tldr", max_steps=1)
     trainer.train()
     logged = trainer.state.log_history[0]
