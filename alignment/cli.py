@@ -4,7 +4,7 @@ Each reads a YAML recipe with TRL's parser (`--config recipe.yaml`, CLI override
 pushes if asked. They return `(trainer, results)` so tests can inspect a run.
 """
 
-from trl import DatasetMixtureConfig, ModelConfig, SFTTrainer, get_peft_config
+from trl import DatasetMixtureConfig, ModelConfig, SFTTrainer
 
 from .configs import AlignmentScriptArguments, AlignmentSFTConfig, PreferenceConfig
 from .data_loading import load_recipe_datasets, split_or_fail
@@ -14,8 +14,8 @@ from .script_utils import (
     evaluate_trained_model,
     finalize_run,
     load_model_and_tokenizer,
-    resolve_resume_checkpoint,
     start_run,
+    train_and_save,
 )
 from .trainers import PreferenceTrainer
 
@@ -40,18 +40,10 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
         )
     state.wait_for_everyone()
 
-    # The Trainer would push on every save; we push once, at the end, with our model card and evaluation.
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
-    trainer = trainer_cls(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+    trainer, push_to_hub = train_and_save(
+        trainer_cls, model=model, tokenizer=tokenizer, training_args=training_args, model_args=model_args,
+        train_dataset=train_dataset, eval_dataset=eval_dataset,
     )
-    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
-    trainer.save_model(training_args.output_dir)
     if eval_dataset is not None:
         results["preference" if fmt == "preference" else "eval"] = trainer.evaluate()
     if trainer.accelerator.is_main_process:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .script_utils import load_tokenizer
+from .script_utils import load_model_and_tokenizer, load_tokenizer
 
 logger = logging.getLogger("alignment")
 
@@ -43,24 +43,9 @@ def load_reward_model_and_tokenizer(model_args, script_args, training_args):
     from transformers import AutoModelForSequenceClassification
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from .models import resolve_model_name_or_path
-
-    if not model_args.model_name_or_path:
-        raise ValueError("Set `model_name_or_path` in the recipe (a local path, a Hub id, or `smollm2-135m-instruct`).")
-    path = resolve_model_name_or_path(model_args.model_name_or_path)
-    tokenizer = load_tokenizer(path, model_args.model_revision, training_args.trust_remote_code,
-                               script_args.chat_template)
-    dtype = model_args.dtype
-    if dtype in (None, "auto"):
-        dtype = "bfloat16" if (torch.cuda.is_available() and training_args.bf16) else "float32"
     with suppress_seqcls_warning():  # the new `score` head is missing and `lm_head` unused: both expected
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path,
-            num_labels=1,
-            revision=model_args.model_revision,
-            trust_remote_code=training_args.trust_remote_code,
-            attn_implementation=model_args.attn_implementation,
-            dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype,
+        model, tokenizer, path = load_model_and_tokenizer(
+            model_args, script_args, training_args, AutoModelForSequenceClassification, num_labels=1
         )
     # The classifier reads the last non-pad token, so the model must know the pad id (RewardTrainer sets it too).
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
@@ -192,11 +177,11 @@ def reward_main(argv=None):
     held-out pairwise accuracy to `eval_results.json` (`preference.eval_pairwise_accuracy`, per domain under
     `reward.pairwise_accuracy`). Returns `(trainer, results)`.
     """
-    from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, RewardTrainer, get_peft_config
+    from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, RewardTrainer
 
     from .configs import AlignmentScriptArguments
     from .data_loading import load_recipe_datasets, split_or_fail
-    from .script_utils import finalize_run, resolve_resume_checkpoint, start_run
+    from .script_utils import finalize_run, start_run, train_and_save
 
     # Seeds before loading: the new `score` head is randomly initialised.
     script_args, training_args, model_args, mixture_args, recipe, state = start_run(
@@ -214,17 +199,10 @@ def reward_main(argv=None):
         logger.warning("The training data has a `margin` column: TRL's RewardTrainer subtracts it inside the "
                        "Bradley-Terry loss (-log sigma(r_c - r_r - margin)). Drop the column if that is not intended.")
 
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
-    trainer = RewardTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+    trainer, push_to_hub = train_and_save(
+        RewardTrainer, model=model, tokenizer=tokenizer, training_args=training_args, model_args=model_args,
+        train_dataset=train_dataset, eval_dataset=eval_dataset,
     )
-    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
-    trainer.save_model(training_args.output_dir)
 
     results: dict[str, Any] = {}
     if eval_dataset is not None:

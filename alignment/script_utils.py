@@ -100,10 +100,12 @@ def load_tokenizer(model_path: str, revision: str | None = None, trust_remote_co
     return tokenizer
 
 
-def load_model_and_tokenizer(model_args, script_args, training_args):
-    """Load the causal LM and its tokenizer; `model_name_or_path` may be an embedded-model alias.
+def load_model_and_tokenizer(model_args, script_args, training_args, model_cls=None, **model_kwargs):
+    """Load a model and its tokenizer; `model_name_or_path` may be an embedded-model alias.
 
-    Returns ``(model, tokenizer, resolved_path)``. The model is fp32 on CPU and bf16 on GPU unless `dtype` is set.
+    `model_cls` defaults to `AutoModelForCausalLM` (`AutoModelForSequenceClassification` for reward models, with
+    `num_labels=1` in `model_kwargs`). Returns ``(model, tokenizer, resolved_path)``. The model is fp32 on CPU and bf16
+    on GPU unless `dtype` is set.
     """
     from transformers import AutoModelForCausalLM
 
@@ -118,12 +120,13 @@ def load_model_and_tokenizer(model_args, script_args, training_args):
     dtype = model_args.dtype
     if dtype in (None, "auto"):
         dtype = "bfloat16" if (torch.cuda.is_available() and training_args.bf16) else "float32"
-    model = AutoModelForCausalLM.from_pretrained(
+    model = (model_cls or AutoModelForCausalLM).from_pretrained(
         path,
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
         attn_implementation=model_args.attn_implementation,
         dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype,
+        **model_kwargs,
     )
     return model, tokenizer, path
 
@@ -145,6 +148,28 @@ def resolve_resume_checkpoint(training_args) -> str | bool | None:
             logger.info("Resuming from %s", last)
         return last
     return value
+
+
+def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, train_dataset, eval_dataset):
+    """Build `trainer_cls`, train (resuming if the recipe asks), save the final model to `output_dir`.
+
+    Returns ``(trainer, push_to_hub)``: the Trainer would push on every save, so its `push_to_hub` is turned off here
+    and the caller pushes once, at the end, with the model card and evaluation (`finalize_run`).
+    """
+    from trl import get_peft_config
+
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    trainer = trainer_cls(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+    trainer.save_model(training_args.output_dir)
+    return trainer, push_to_hub
 
 
 def save_recipe(output_dir: str, recipe: dict[str, Any]) -> None:
