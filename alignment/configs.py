@@ -381,6 +381,19 @@ class PreferenceConfig(DomainReweightingArguments, DPOConfig):
             "outputs (e.g. `sparsepo`) nor `sync_ref_model`. Unset: the reference is run at every step."
         },
     )
+    # Redeclared: TRL 1.16's DPOTrainer warns and resets its own `padding_free`; PreferenceTrainer implements it.
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Run policy and reference on the batch's real tokens only: the 2B chosen/rejected sequences are "
+            "concatenated into one row with `position_ids` restarting at 0 per sequence and no attention mask, so "
+            "transformers builds a block-diagonal causal mask (eager/sdpa/flex) or uses varlen flash-attention. The "
+            "per-token log-probs are scattered back, so every loss is unchanged. Pays when sequence lengths vary "
+            "widely; a dense-mask attention over the packed row costs O(L^2), see docs/padding-free.md. Checked at "
+            "start-up (a probe must reproduce padded log-probs); not for losses needing the reference's hidden "
+            "states (`sparsepo`), prompt-learning PEFT or vision-language inputs."
+        },
+    )
 
     # SparsePO's token masks (losses that require `sparse_masks`, e.g. `loss_type: sparsepo`). The loss's own
     # hyper-parameters (`lambda_u`, `lambda_d`, `independent_masks`) are in `loss_kwargs`; these fields choose and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -15,6 +16,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from ..losses.turns import assistant_turn_markers, completion_turn_ids
+from ..packing import PackedSequences, check_packing_isolates, pack_sequences, packed_fused_forward
 from ..losses import (
     LossState,
     PreferenceBatch,
@@ -36,6 +38,7 @@ _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", 
 # The fused-LM-head outputs TRL's DPOTrainer requests (its `__init__`), before any a selected loss adds.
 _TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 LOSS_STATE_NAME = "loss_state.pt"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,9 +121,21 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         if processing_class is not None:
             check_chat_template(processing_class, train_dataset, getattr(model, "name_or_path", str(model)))
 
-        super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
-                         train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
-                         **kwargs)
+        self._padding_free = bool(args.padding_free)
+        if self._padding_free:
+            needs_reference = [spec.name for spec in specs if spec.requires_reference_outputs]
+            if needs_reference:
+                raise ValueError(f"`padding_free=True` cannot serve {needs_reference}: they read the reference's hidden "
+                                 "states / full outputs in the padded layout. Set `padding_free: false`.")
+        # TRL 1.16 would warn that padding_free is disabled and reset it; we implement it (`_fused_forward`), so TRL
+        # sees False and the user's `args` get their value back.
+        args.padding_free = False
+        try:
+            super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
+                             train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
+                             **kwargs)
+        finally:
+            args.padding_free = self._padding_free
         # Domain reweighting fixes the ids (sorted names) before any batch; the collator appends unseen (eval) ones.
         self.domain_names: list[str] = list(self.domain_weights.domain_names) if self.domain_weights else []
         self.data_collator = ExtraColumnsCollator(self.data_collator, self.domain_names)
@@ -143,6 +158,8 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                 generator = torch.Generator().manual_seed(int(args.seed) + int(args.process_index))
                 self._loss_states[spec.name] = LossState(gather=self.accelerator.gather, generator=generator)
         self._sparse = self._init_sparse_outputs(args, specs, kwargs.get("optimizers"))
+        if self._padding_free:
+            self._check_padding_free()
 
     # ------------------------------------------------------------------ configuration
     @staticmethod
@@ -153,7 +170,6 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             "ld_alpha": (args.ld_alpha, None),
             "use_weighting": (args.use_weighting, False),
             "precompute_ref_log_probs": (args.precompute_ref_log_probs, False),
-            "padding_free": (args.padding_free, False),
         }
         for key, (value, default) in unsupported.items():
             if value != default:
@@ -185,6 +201,23 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             )
         return per_loss
 
+    def _check_padding_free(self) -> None:
+        """`padding_free=True`: refuse what a packed row cannot carry, then probe that the model isolates sequences."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(unwrapped) and unwrapped.active_peft_config.is_prompt_learning:
+            raise ValueError("`padding_free=True` does not support prompt-learning PEFT (prefix/prompt tuning): its "
+                             "virtual tokens are prepended to every row. Use LoRA or set `padding_free: false`.")
+        if self._is_vlm or self._is_vision_dataset:
+            raise ValueError("`padding_free=True` does not support vision-language models or image inputs. Set "
+                             "`padding_free: false`.")
+        if self.is_fsdp_enabled or (self.is_deepspeed_enabled
+                                    and self.accelerator.state.deepspeed_plugin.zero_stage == 3):
+            logger.warning("padding_free: the start-up probe that packed sequences are isolated is skipped under "
+                           "FSDP / ZeRO-3 (parameters are sharded until training starts).")
+            return
+        target = unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
+        check_packing_isolates(target, target.get_output_embeddings().weight.size(0))
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         for column in EXTRA_COLUMNS:
@@ -192,7 +225,16 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                 self._signature_columns.append(column)
 
     # ------------------------------------------------------------------ loss
-    def _reference_token_logps(self, model_kwargs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _fused_forward(model, model_kwargs: dict[str, Any], labels: torch.Tensor, packed: PackedSequences | None):
+        """The fused-head forward, on the padded batch or (`padding_free`) on its packed row; either way the
+        per-token outputs come back ``[2B, T-1]`` (`alignment.packing`)."""
+        if packed is None:
+            return model(**model_kwargs, labels=labels, fused_lm_head=True)
+        return packed_fused_forward(model, model_kwargs, packed)
+
+    def _reference_token_logps(self, model_kwargs: dict[str, Any], labels: torch.Tensor,
+                               packed: PackedSequences | None = None) -> torch.Tensor:
         """Per-token log-probs of the reference: `ref_model`, or the policy with adapters off under PEFT, or the
         on-disk cache when `args.reference_cache_dir` is set (`ReferenceCacheMixin`: no reference forward at all)."""
         if self.reference_cache_enabled:
@@ -202,8 +244,8 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             if self.ref_model is None and is_peft_model(self.model):
                 unwrapped = self.accelerator.unwrap_model(self.model)
                 with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
-                    return self.model(**ref_kwargs, labels=labels, fused_lm_head=True).log_probs
-            return self.ref_model(**ref_kwargs, labels=labels, fused_lm_head=True).log_probs
+                    return self._fused_forward(self.model, ref_kwargs, labels, packed).log_probs
+            return self._fused_forward(self.ref_model, ref_kwargs, labels, packed).log_probs
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
@@ -213,8 +255,9 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        packed = pack_sequences(inputs["input_ids"], inputs["attention_mask"], labels) if self._padding_free else None
         with self._capture_sparse_policy(model):
-            outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+            outputs = self._fused_forward(model, model_kwargs, labels, packed)
 
         # Position t of the fused outputs scores token t+1, so the completion mask is shifted by one.
         token_mask = completion_mask[:, 1:]
@@ -222,7 +265,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens.
         policy_logps = outputs.log_probs[:, -seq_len:]
         with self._capture_sparse_reference():
-            ref_logps = self._reference_token_logps(model_kwargs, labels)[:, -seq_len:]
+            ref_logps = self._reference_token_logps(model_kwargs, labels, packed)[:, -seq_len:]
         mask = token_mask.to(policy_logps.dtype)
 
         chosen_logps, rejected_logps = policy_logps.chunk(2, dim=0)  # the collator stacks [chosen; rejected]
