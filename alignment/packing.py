@@ -157,3 +157,69 @@ def check_packing_isolates(model, vocab_size: int) -> None:
             f"implementation ({getattr(model.config, '_attn_implementation', '?')}) or position handling does not "
             "support packed sequences. Set `padding_free: false`."
         )
+
+
+# ----------------------------------------------------------------------------- per-sequence ("varlen") sdpa
+PACKED_SDPA = "packed_sdpa"
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                          position_ids=None, **kwargs):
+    """sdpa that attends within each packed sequence separately, like flash-attention's varlen kernel.
+
+    transformers' own sdpa runs a packed row ``[1, H, L, D]`` as ONE attention with a dense ``[L, L]`` block-diagonal
+    mask: O(L^2) work, most of it masked out, so a packed row costs more than the padded batch (measured in
+    docs/padding-free.md). Here the row is cut at the sequence starts read from ``position_ids`` (the rule of
+    `transformers.masking_utils.find_packed_sequence_indices`: a position that is not the previous + 1) and each piece
+    runs causal sdpa on its own: sum_i len_i^2 work, no padding anywhere. Anything that is not a packed training row
+    (batch > 1, a single sequence, a KV cache, sliding windows, attention sinks, no ``position_ids``) goes to
+    transformers' sdpa with its mask unchanged, so the function is exact wherever the registered name is used.
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    starts = None
+    if position_ids is not None and query.size(0) == 1 and query.size(2) == key.size(2) > 1:
+        positions = position_ids.reshape(-1)
+        starts = torch.nonzero(positions[1:] != positions[:-1] + 1).reshape(-1) + 1
+    special = (kwargs.get("sliding_window") is not None or kwargs.get("s_aux") is not None
+               or not getattr(module, "is_causal", True))
+    if starts is None or starts.numel() == 0 or special:
+        if starts is not None and starts.numel() and attention_mask is None:
+            # `_packed_sdpa_mask` skipped the dense mask, but this layer cannot run per sequence: refuse, never leak
+            raise RuntimeError("packed_sdpa: a packed row reached a layer with sliding windows, attention sinks or "
+                               "bidirectional attention and no mask; set `padding_free: false` for this model.")
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      position_ids=position_ids, **kwargs)
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    bounds = [0, *starts.tolist(), query.size(2)]
+    dropout = dropout if module.training else 0.0
+    pieces = [
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout, scale=scaling, is_causal=True)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
+    # [1, H, L, D] -> [1, L, H, D], the layout transformers' attention functions return
+    return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _packed_sdpa_mask(batch_size, q_length, kv_length, *args, attention_mask=None, local_size=None, **kwargs):
+    """sdpa's mask builder, except for a single unpadded row without a local window: no mask (a plain row is causal
+    anyway; a packed row is cut into sequences by `packed_sdpa_attention`). Skips building a dense [L, L] mask that
+    would cost more than the attention it masks."""
+    from transformers.masking_utils import sdpa_mask
+
+    if batch_size == 1 and attention_mask is None and local_size is None and q_length == kv_length:
+        return None
+    return sdpa_mask(batch_size, q_length, kv_length, *args, attention_mask=attention_mask, local_size=local_size,
+                     **kwargs)
+
+
+def register_packed_sdpa() -> str:
+    """Register `packed_sdpa_attention` and its mask builder under `PACKED_SDPA` (idempotent); return the name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, _packed_sdpa_mask)
+    return PACKED_SDPA

@@ -27,6 +27,13 @@ peak RSS is printed too. `resource.getrusage` (lifetime peak) and `tracemalloc` 
 tensors) cannot measure this.
 
 The timer, the memory sampler and the statistics are shared with `grpo_step.py`: see `benchmarks/timing.py`.
+
+Padding-free: ``--padding-free`` adds a run of our `sigmoid` with ``padding_free=True`` (the batch's real tokens packed
+into one row, `alignment.packing`), after the losses and compared with its TRL neighbours like the others; compare it
+with the padded `sigmoid` row. ``--workload wide`` replaces the arithmetic pairs (completions 35-78 tokens on the tiny
+tokenizer: little padding) with pairs whose completions are drawn uniformly from 20..240 tokens (``--wide-min``,
+``--wide-max``). Every run reports `real_fraction`, the share of real (non-pad) tokens in the padded batches it saw:
+what packing can save.
 """
 
 from __future__ import annotations
@@ -51,6 +58,13 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads (default 1)")
     parser.add_argument("--trl-every", type=int, default=1,
                         help="re-run TRL after every N of our losses (default 1: TRL, ours, TRL, ours, ..., TRL)")
+    parser.add_argument("--padding-free", action="store_true",
+                        help="also run our sigmoid with padding_free=True (packed sequences), row `sigmoid` / packed")
+    parser.add_argument("--workload", choices=("pairs", "wide"), default="pairs",
+                        help="`pairs`: arithmetic pairs (benchmarks/workloads.py, similar lengths; default); `wide`: "
+                             "completions of uniformly random length in [--wide-min, --wide-max] tokens")
+    parser.add_argument("--wide-min", type=int, default=20, help="shortest completion of --workload wide (tokens)")
+    parser.add_argument("--wide-max", type=int, default=240, help="longest completion of --workload wide (tokens)")
     parser.add_argument("--out", default=None, help="also write the results as JSON to this file")
     return parser.parse_args(argv)
 
@@ -86,7 +100,48 @@ hf_logging.set_verbosity_error()
 
 
 # ----------------------------------------------------------------------------- data and model
-def run_once(kind: str, loss: str, path: str, data: Dataset, tmp: str) -> dict:
+_FILLER = ("the answer is", "apples", "and", "oranges", "left", "total", "count", "more", "gives away", "buys")
+
+
+def _text_of_tokens(tokenizer, n_tokens: int, offset: int) -> str:
+    """Words of the tiny corpus, appended until the text is `n_tokens` tokens long (tokenizer-exact, +-1 word)."""
+    words: list[str] = []
+    while len(tokenizer(" ".join(words))["input_ids"]) < n_tokens:
+        words.append(_FILLER[(offset + len(words)) % len(_FILLER)])
+    return " ".join(words)
+
+
+def wide_pairs(n: int, tokenizer, low: int, high: int) -> Dataset:
+    """`make_pairs(n)`'s extra columns with a short prompt and chosen/rejected completions of independent, uniformly
+    random lengths in [low, high] tokens (seeded): a batch mixes short and long sequences."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(low, high + 1, (n, 2), generator=generator).tolist()
+    base = make_pairs(n)
+
+    def widen(row, i):
+        # a short prompt (~25 tokens), so that the completion drives the length and max_length truncates little
+        row["prompt"] = [{"role": "user", "content": f"Count the {_FILLER[1 + i % 3]}."}]
+        row["chosen"] = [{"role": "assistant", "content": _text_of_tokens(tokenizer, lengths[i][0], i)}]
+        row["rejected"] = [{"role": "assistant", "content": _text_of_tokens(tokenizer, lengths[i][1], i + 3)}]
+        return row
+
+    return base.map(widen, with_indices=True)
+
+
+class RealTokenCounter:
+    """Wraps a collator; counts real (attention-mask) and padded tokens of every batch it builds."""
+
+    def __init__(self, base):
+        self.base, self.real, self.total = base, 0, 0
+
+    def __call__(self, examples):
+        batch = self.base(examples)
+        self.real += int(batch["attention_mask"].sum())
+        self.total += batch["attention_mask"].numel()
+        return batch
+
+
+def run_once(kind: str, loss: str, path: str, data: Dataset, tmp: str, padding_free: bool = False) -> dict:
     """Train `warmup + steps` steps with TRL (`kind="trl"`) or ours with `loss`; return timings and memory."""
     common = dict(
         output_dir=os.path.join(tmp, "out"), per_device_train_batch_size=ARGS.batch_size,
@@ -101,8 +156,10 @@ def run_once(kind: str, loss: str, path: str, data: Dataset, tmp: str) -> dict:
                              train_dataset=data.remove_columns(["margin", "empty_trace", "preference_prob"]),
                              processing_class=tokenizer)
     else:
-        trainer = PreferenceTrainer(model=model, args=PreferenceConfig(loss_type=[loss], beta=0.1, **common),
+        trainer = PreferenceTrainer(model=model, args=PreferenceConfig(loss_type=[loss], beta=0.1,
+                                                                       padding_free=padding_free, **common),
                                     train_dataset=data, processing_class=tokenizer)
+    counter = trainer.data_collator = RealTokenCounter(trainer.data_collator)
     timer = StepTimer(ARGS.warmup)
     trainer.add_callback(timer)
     trainer.remove_callback(PrinterCallback)  # no end-of-run metrics dump in the table
@@ -110,6 +167,7 @@ def run_once(kind: str, loss: str, path: str, data: Dataset, tmp: str) -> dict:
     measured = timer.durations[ARGS.warmup:]
     result = {
         "trainer": "TRL DPOTrainer" if kind == "trl" else "PreferenceTrainer", "loss": loss,
+        "padding_free": padding_free, "real_fraction": counter.real / max(counter.total, 1),
         **summarize(measured), **timer.memory(),
     }
     del trainer, model
@@ -123,23 +181,30 @@ def main() -> None:
         get_preference_loss(name)  # unknown name -> error listing the valid ones, before anything runs
     with tempfile.TemporaryDirectory() as tmp:
         path = model_path(ARGS.model, tmp)
-        data = make_pairs(ARGS.batch_size * (ARGS.warmup + ARGS.steps))
+        n_rows = ARGS.batch_size * (ARGS.warmup + ARGS.steps)
+        data = make_pairs(n_rows) if ARGS.workload == "pairs" else \
+            wide_pairs(n_rows, AutoTokenizer.from_pretrained(path), ARGS.wide_min, ARGS.wide_max)
         runs: list[dict] = []
 
-        def run(kind, loss):
-            row = run_once(kind, loss, path, data, tmp)
+        def run(kind, loss, padding_free=False):
+            row = run_once(kind, loss, path, data, tmp, padding_free)
             row["order"] = len(runs)
             runs.append(row)
-            print(f"  [{row['order']:2d}] {row['trainer']:17s} {loss:9s} median {row['median_s']:.4f} s "
-                  f"(min {row['min_s']:.4f}, max {row['max_s']:.4f})", flush=True)
+            print(f"  [{row['order']:2d}] {row['trainer']:17s} {_label(row):9s} median {row['median_s']:.4f} s "
+                  f"(min {row['min_s']:.4f}, max {row['max_s']:.4f}) real tokens {row['real_fraction']:.0%}",
+                  flush=True)
 
         print(f"model={ARGS.model} steps={ARGS.steps} warmup={ARGS.warmup} batch={ARGS.batch_size} "
-              f"max_length={ARGS.max_length} threads={ARGS.threads} device={'cuda' if CUDA else 'cpu'}", flush=True)
+              f"max_length={ARGS.max_length} threads={ARGS.threads} workload={ARGS.workload} "
+              f"device={'cuda' if CUDA else 'cpu'}", flush=True)
         run("trl", "sigmoid")
         for i, loss in enumerate(losses):
             run("ours", loss)
             if (i + 1) % ARGS.trl_every == 0 or i == len(losses) - 1:
                 run("trl", "sigmoid")
+        if ARGS.padding_free:
+            run("ours", "sigmoid", padding_free=True)
+            run("trl", "sigmoid")
 
     def is_trl(r):
         return r["trainer"] == "TRL DPOTrainer"
@@ -149,6 +214,8 @@ def main() -> None:
             continue
         row["trl_median_s"] = neighbour_mean(runs, row, is_trl)
         row["ratio"] = row["median_s"] / row["trl_median_s"]
+        if row["padding_free"]:  # an opt-in, judged against the padded sigmoid row, not against a goal
+            continue
         row["goal"] = 1.02 if row["loss"] == "sigmoid" else 1.05
         row["meets_goal"] = row["ratio"] <= row["goal"]
     trl = spread([r["median_s"] for r in runs if is_trl(r)])
@@ -161,12 +228,18 @@ def main() -> None:
           f"{'mem +MiB':>8s} {mem_header:>9s}")
     for row in runs:
         ratio = f"{row['ratio']:.3f}x" if "ratio" in row else "-"
-        goal = ("ok" if row["meets_goal"] else "MISS") if "ratio" in row else ""
-        print(f"{row['trainer']:17s} {row['loss']:9s} {row['median_s']:13.4f} "
+        goal = ("ok" if row["meets_goal"] else "MISS") if "meets_goal" in row else ""
+        print(f"{row['trainer']:17s} {_label(row):9s} {row['median_s']:13.4f} "
               f"{row['min_s']:8.4f}-{row['max_s']:<8.4f} {ratio:>7s} {goal:>6s} {fmt_mem(row)}")
     print(f"\nTRL spread over {trl['runs']} runs: median s/step {trl['min']:.4f} - "
           f"{trl['max']:.4f} ({trl['pct']:.1f}% of the median). Ratios compare each "
           "run with the mean of the TRL runs just before and after it.")
+    packed = [r for r in runs if r["padding_free"]]
+    padded = [r for r in runs if not is_trl(r) and r["loss"] == "sigmoid" and not r["padding_free"]]
+    if packed and padded:
+        print(f"padding_free vs padded sigmoid: {packed[0]['median_s'] / padded[0]['median_s']:.3f}x time "
+              f"({packed[0]['ratio']:.3f}x vs {padded[0]['ratio']:.3f}x TRL); real tokens "
+              f"{packed[0]['real_fraction']:.0%} of the padded batches")
     print(memory_note())
 
     if ARGS.out:
@@ -177,6 +250,10 @@ def main() -> None:
             json.dump({"meta": meta, "spread": trl_spread, "runs": runs}, f, indent=2)
         print(f"wrote {ARGS.out}")
     close_sampler()
+
+
+def _label(row: dict) -> str:
+    return f"{row['loss']}/packed" if row.get("padding_free") else row["loss"]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.utils import add_fused_lm_head
 
 from alignment.configs import PreferenceConfig
-from alignment.packing import check_packing_isolates, pack_sequences, packed_fused_forward
+from alignment.packing import (PACKED_SDPA, check_packing_isolates, pack_sequences, packed_fused_forward,
+                               packed_sdpa_attention, register_packed_sdpa)
 from alignment.testing import perturb_parameters_, preference_pairs, trainer_test_args
 from alignment.trainers import PreferenceTrainer
 
@@ -75,6 +76,8 @@ def test_unpack_refuses_values_of_another_length():
 
 # ----------------------------------------------------------------------------- packed forward on the tiny Llama
 def _fused_model(model_dir, attn_implementation, seed=None):
+    if attn_implementation == PACKED_SDPA:
+        register_packed_sdpa()
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=attn_implementation)
     if seed is not None:
         perturb_parameters_(model, seed=seed)
@@ -95,7 +98,7 @@ def _ragged_batch(vocab_size, lengths, prompt=3, seed=0):
     return ids, mask, labels
 
 
-@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager", PACKED_SDPA])
 def test_packed_outputs_equal_padded_outputs(tiny_model_dir, attn_implementation):
     # policy (perturbed) and reference (the checkpoint): two different weight sets, both must match
     for seed in (None, 3):
@@ -114,8 +117,9 @@ def test_packed_outputs_equal_padded_outputs(tiny_model_dir, attn_implementation
         assert (padded.log_probs != 0).sum() == (labels[:, 1:] != -100).sum()  # the test compares real values
 
 
-def test_a_packed_row_does_not_attend_across_sequences(tiny_model_dir):
-    model = _fused_model(tiny_model_dir, "sdpa")
+@pytest.mark.parametrize("attn_implementation", ["sdpa", PACKED_SDPA])
+def test_a_packed_row_does_not_attend_across_sequences(tiny_model_dir, attn_implementation):
+    model = _fused_model(tiny_model_dir, attn_implementation)
     ids, mask, labels = _ragged_batch(model.config.vocab_size, [10, 10, 10])
     changed = ids.clone()
     changed[0] = (ids[0] + 7) % model.config.vocab_size  # another first sequence, same length
@@ -130,6 +134,7 @@ def test_a_packed_row_does_not_attend_across_sequences(tiny_model_dir):
 
     torch.testing.assert_close(second_and_third(ids), second_and_third(changed), rtol=0, atol=1e-6)
     # The control: the same row read as ONE sequence (positions 0..L-1) does see the first sequence's tokens.
+    # (packed_sdpa then takes its plain-sdpa path: one causal sequence.)
     leak = (second_and_third(ids, False) - second_and_third(changed, False)).abs().max()
     assert leak > 1e-3
 
@@ -180,6 +185,9 @@ def test_training_step_is_the_same_padded_and_packed(tiny_model_dir, tmp_path, o
         packed = _trainer(tiny_model_dir, tmp_path, dataset, padding_free=True, beta=0.3, **overrides)
     assert "temporarily unavailable" not in caplog.text  # TRL's "disabled" warning must not be printed
     assert packed.args.padding_free is True  # the user's args keep their value
+    # sdpa models switch to the per-sequence attention, policy and reference; the padded trainer keeps sdpa
+    assert packed.model.config._attn_implementation == packed.ref_model.config._attn_implementation == PACKED_SDPA
+    assert "packed_sdpa" not in packed.model.config.to_json_string()  # a saved model does not depend on it
     padded = _trainer(tiny_model_dir, tmp_path, dataset, beta=0.3, **overrides)
     for trainer in (packed, padded):
         perturb_parameters_(trainer.model)  # policy != reference
@@ -213,6 +221,18 @@ def test_reference_is_packed_too_and_matches(tiny_model_dir, tmp_path):
     padded = trainer._reference_token_logps(kwargs, labels)
     assert (padded != 0).any()
     torch.testing.assert_close(packed, padded, rtol=0, atol=1e-5)
+
+
+def test_packed_sdpa_cuts_the_row_at_position_restarts():
+    # One head, D = 1, value = position index; uniform scores (q = k = 0): causal attention averages the values seen.
+    class Layer(torch.nn.Module):
+        is_causal, training, num_key_value_groups = True, False, 1
+
+    q = torch.zeros(1, 1, 5, 1)
+    v = torch.arange(5.0).view(1, 1, 5, 1)
+    out, _ = packed_sdpa_attention(Layer(), q, q, v, None, position_ids=torch.tensor([[0, 1, 2, 0, 1]]))
+    # sequence 1: values 0, 1, 2 -> running means 0, 0.5, 1; sequence 2 restarts: values 3, 4 -> 3, 3.5
+    assert out.reshape(-1).tolist() == pytest.approx([0.0, 0.5, 1.0, 3.0, 3.5])
 
 
 def test_reference_cache_works_with_padding_free(tiny_model_dir, tmp_path):

@@ -16,7 +16,8 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from ..losses.turns import assistant_turn_markers, completion_turn_ids
-from ..packing import PackedSequences, check_packing_isolates, pack_sequences, packed_fused_forward
+from ..packing import (PackedSequences, check_packing_isolates, pack_sequences, packed_fused_forward,
+                       register_packed_sdpa)
 from ..losses import (
     LossState,
     PreferenceBatch,
@@ -216,6 +217,11 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                            "FSDP / ZeRO-3 (parameters are sharded until training starts).")
             return
         target = unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
+        # sdpa would run the packed row as one dense [L, L]-masked attention (slower than padding on CPU, see
+        # docs/padding-free.md); `packed_sdpa` runs it per sequence, like flash-attention's varlen kernel.
+        for module in (target, self.ref_model):
+            if module is not None and module.config._attn_implementation == "sdpa":
+                module.set_attn_implementation(register_packed_sdpa())
         check_packing_isolates(target, target.get_output_embeddings().weight.size(0))
 
     def _set_signature_columns_if_needed(self):
