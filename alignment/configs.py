@@ -488,6 +488,28 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             "lengths), as a mapping or a JSON string. Only for rewards from the `alignment.rewards` registry."
         },
     )
+    reward_weighting: str = field(
+        default="fixed",
+        metadata={
+            "help": "How the rewards of several `reward_funcs` are combined (Lu et al., arXiv 2509.11452): `fixed` "
+            "(TRL's `reward_weights`, constant), `gradient` (method (b): before every update the weights move by "
+            "w <- softmax(log w + lr * s / regularization), s_k = sum_j <g_k, g_j> from each objective's policy "
+            "gradient on the middle decoder layers) or `hypervolume` (method (a): after each evaluation the rewards "
+            "are multiplied by m = 0.5 + 1.5 tanh(max(dHV, 0)), dHV the hypervolume gained by the evaluation's mean "
+            "rewards; needs an eval dataset and `eval_strategy`). Weights are logged as `reward_weight/<reward>`."
+        },
+    )
+    reward_weighting_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Options of `reward_weighting`, as a mapping or a JSON string. `gradient`: `regularization` "
+            "(1e-5), `accumulation_steps` (1), `layers` ([first, last] decoder-layer indices, inclusive; default "
+            "the middle of the stack in the paper's proportion, layers 10-25 of 36). `hypervolume`: "
+            "`reference_point` (one value per reward; default: the first evaluation's mean rewards) and `maximize` "
+            "(one bool per reward, default all true). Initial weights are `reward_weights` (normalised to sum to 1 "
+            "for `gradient`)."
+        },
+    )
     clip_by_advantage_sign: bool = field(
         default=False,
         metadata={
@@ -525,7 +547,7 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
     )
 
     def __post_init__(self):
-        for name in ("advantage_kwargs", "reward_kwargs"):
+        for name in ("advantage_kwargs", "reward_kwargs", "reward_weighting_kwargs"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = json.loads(value)

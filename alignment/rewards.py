@@ -329,30 +329,41 @@ class HypervolumeRewardWeighting:
     """Hypervolume-guided reward weighting (Lu et al., arXiv 2509.11452, method (a)).
 
     Keeps a buffer whose first entry is the reference point (the validation scores before training) and whose others
-    are the validation score vectors that enlarged the Pareto front. After each validation, `update(scores)` computes
+    are the validation score vectors that enlarged the Pareto front (without ``reference_point``, the first validation's
+    scores become the reference). After each validation, `update(scores)` computes
     the contribution ``ΔHV`` of the new scores, sets the meta-reward ``m = 0.5 + 1.5·tanh(max(ΔHV, 0))`` and adds the
     scores to the buffer if ``ΔHV > 0``. Training rewards are then ``m · Σ_k w_k r_k`` (`scalarize`); `weights` is
     ``m · w``. Before the first update ``m = 1``, as in the official code.
     """
 
-    def __init__(self, weights: Sequence[float], reference_point: Sequence[float],
+    def __init__(self, weights: Sequence[float], reference_point: Sequence[float] | None = None,
                  maximize: Sequence[bool] | None = None, names: Sequence[str] | None = None):
         self.base_weights = _as_weights(weights)
-        self.names = _objective_names(names, self.base_weights.numel())
-        reference = [float(x) for x in reference_point]
-        if len(reference) != self.base_weights.numel():
-            raise ValueError(f"`reference_point` has {len(reference)} objectives, "
-                             f"`weights` {self.base_weights.numel()}.")
-        self.maximize = [True] * len(reference) if maximize is None else [bool(m) for m in maximize]
-        if len(self.maximize) != len(reference):
-            raise ValueError(f"`maximize` has {len(self.maximize)} entries for {len(reference)} objectives.")
-        self.buffer: list[list[float]] = [reference]
+        count = self.base_weights.numel()
+        self.names = _objective_names(names, count)
+        self.maximize = [True] * count if maximize is None else [bool(m) for m in maximize]
+        if len(self.maximize) != count:
+            raise ValueError(f"`maximize` has {len(self.maximize)} entries for {count} objectives.")
+        # Without a reference point, the first validation's scores become it (and leave m = 1).
+        self.buffer: list[list[float]] = []
+        if reference_point is not None:
+            self.buffer.append(self._checked(reference_point, "reference_point"))
         self.meta_reward = 1.0
         self.last_contribution = 0.0
 
+    def _checked(self, values: Sequence[float], name: str) -> list[float]:
+        values = [float(x) for x in values]
+        if len(values) != self.base_weights.numel() or not all(math.isfinite(x) for x in values):
+            raise ValueError(f"`{name}` must hold {self.base_weights.numel()} finite numbers (one per objective), "
+                             f"got {values}.")
+        return values
+
     def update(self, scores: Sequence[float]) -> float:
         """Feed the latest validation scores (one per objective); returns the new meta-reward."""
-        scores = [float(x) for x in scores]
+        scores = self._checked(scores, "scores")
+        if not self.buffer:
+            self.buffer.append(scores)
+            return self.meta_reward
         self.last_contribution = hypervolume_contribution(self.buffer, scores, self.maximize)
         self.meta_reward = hypervolume_meta_reward(self.last_contribution)
         if self.last_contribution > 0:

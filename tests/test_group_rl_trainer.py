@@ -229,7 +229,10 @@ def test_hapo_switches_train_and_log(tiny_model_dir, tmp_path, prompts):
     "overrides, message",
     [
         ({"advantage_estimator": "ppo"}, "Valid names"),
-        ({"advantage_estimator": "remax"}, "baseline_rewards"),
+        ({"advantage_estimator": "remax", "use_transformers_continuous_batching": True}, "greedy rollout"),
+        ({"reward_weighting": "pareto"}, "Valid names"),
+        ({"reward_weighting": "gradient"}, "balances several rewards"),
+        ({"reward_weighting_kwargs": {"layers": [0, 1]}}, "does not take"),
         ({"advantage_estimator": "ngrpo", "advantage_kwargs": {"beta": 1}}, "does not take"),
         ({"advantage_estimator": "ngrpo", "advantage_kwargs": {"eps": -1.0}}, "eps"),
         ({"scale_rewards": "none"}, "scale_rewards"),
@@ -290,7 +293,7 @@ def test_two_process_cpu_launch(tiny_model_dir, tmp_path):
            str(ROOT / "accelerate_configs/cpu_2proc.yaml"), "--main_process_port", str(_free_port()),
            str(ROOT / "scripts/run_grpo.py"),
            *_recipe_args(tiny_model_dir, out, "--max_steps", "2", "--per_device_train_batch_size", "2",
-                         "--advantage_estimator", "ngrpo", "--logging_steps", "1")]
+                         "--advantage_estimator", "remax", "--logging_steps", "1")]
     from tests.launching import run_launch
 
     proc = run_launch(cmd, cwd=ROOT, env=env, timeout=600)
@@ -301,12 +304,14 @@ def test_two_process_cpu_launch(tiny_model_dir, tmp_path):
     results = json.loads((out / "eval_results.json").read_text())
     assert results["world_size"] == 2
     # Rank 0 logs the statistics of the advantages computed from the rewards gathered over both ranks (a group of
-    # G = 4 spans the two ranks, 2 completions each).
-    assert "'advantages/mean'" in log and "'frac_all_wrong_groups'" in log
+    # G = 4 spans the two ranks, 2 completions each). ReMax's greedy rollout of that group runs on rank 0 only (rank 1
+    # decodes a padding prompt whose reward is dropped), and both ranks get the same baseline.
+    assert "'advantages/mean'" in log and "'frac_all_wrong_groups'" in log and "'remax/baseline_reward'" in log
 
 
 GROUP_RL_RECIPES = ["smollm2-135m/grpo.yaml", "smollm2-135m/dr_grpo.yaml", "smollm2-135m/dapo.yaml",
-                    "smollm2-135m/ngrpo.yaml", "smollm2-135m/grpo-vllm.yaml", "tiny/grpo.yaml"]
+                    "smollm2-135m/ngrpo.yaml", "smollm2-135m/grpo-vllm.yaml", "smollm2-135m/grpo-multiobjective.yaml",
+                    "tiny/grpo.yaml"]
 
 
 @pytest.mark.parametrize("recipe", GROUP_RL_RECIPES)
@@ -316,6 +321,7 @@ def test_recipes_parse_and_pass_the_start_up_checks(recipe):
     from alignment.configs import AlignmentScriptArguments
     from alignment.script_utils import parse_recipe
     from alignment.trainers.group_rl import resolve_reward_funcs
+    from alignment.trainers.reward_weighting import check_reward_weighting_config
 
     _, args, _, _, _ = parse_recipe((AlignmentScriptArguments, GroupRLConfig, ModelConfig, DatasetMixtureConfig),
                                     ["--config", str(ROOT / "recipes" / recipe)])
@@ -323,6 +329,7 @@ def test_recipes_parse_and_pass_the_start_up_checks(recipe):
     GroupRLTrainer._check_config(args)
     funcs = resolve_reward_funcs(args.reward_funcs, args.reward_kwargs)
     assert [f.__name__ for f in funcs] == args.reward_funcs
+    check_reward_weighting_config(args, len(funcs))
 
 
 def test_recipe_settings_follow_the_papers():

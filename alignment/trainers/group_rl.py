@@ -13,9 +13,14 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
 - **Logging.** `advantages/{mean,std,min,max}` of the advantages actually used, `frac_all_wrong_groups` (groups with
   no completion scored > 0 by `accuracy_reward`, or by the summed reward without it) and, under HAPO,
   `hapo/h_hat_mean` and the mean per-token clip bounds.
-- **Start-up checks.** Unknown estimator / hyper-parameter, inputs we cannot provide (ReMax's greedy-rollout
-  `baseline_rewards`), TRL options that our advantages or surrogate would silently override, unknown reward names,
-  and a dataset without the columns the rewards read all fail before the first step.
+- **ReMax.** An estimator that requires `baseline_rewards` gets one greedy rollout per prompt, scored by the same
+  rewards (`greedy_baseline`); logged as `remax/baseline_reward`.
+- **Several rewards.** `args.reward_weighting` (`reward_weighting` module): fixed weights, or Lu et al.'s dynamic
+  weights (gradient-based before each batch's advantages, or hypervolume-guided after each evaluation), logged as
+  `reward_weight/<reward>` and saved in checkpoints.
+- **Start-up checks.** Unknown estimator / hyper-parameter, generation paths the greedy rollout does not cover, TRL
+  options that our advantages or surrogate would silently override, unknown reward names, reward-weighting settings
+  that cannot work, and a dataset without the columns the rewards read all fail before the first step.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from trl import GRPOTrainer
 
 from ..advantages import compute_advantages, get_advantage_estimator, validate_advantage_estimator
 from .domain_reweighting import DomainReweightingMixin
+from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
+from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
 from .policy_surrogate import adaptive_clip_bounds, clipped_surrogate, normalized_entropy, redistribute_advantages
 
 # Per-batch estimator inputs this trainer supplies (see `_estimator_inputs`).
-_SUPPLIED_INPUTS = ("completion_lengths", "max_completion_length")
+_SUPPLIED_INPUTS = ("completion_lengths", "max_completion_length", "baseline_rewards")
 # Reward function whose score defines "correct" for the all-wrong-group statistic.
 _CORRECTNESS_REWARD = "accuracy_reward"
 
@@ -96,7 +103,7 @@ def resolve_reward_funcs(names: list[str], reward_kwargs: dict[str, dict]) -> li
     return [get_reward_function(name, **reward_kwargs.get(name, {})) for name in names]
 
 
-class GroupRLTrainer(DomainReweightingMixin, GRPOTrainer):
+class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
     """A `trl.GRPOTrainer` whose advantages come from `alignment.advantages` (selected by `args.advantage_estimator`).
 
     Reward functions: the `reward_funcs` argument (callables or Hub ids, as in TRL) or, when omitted, the names in
@@ -118,9 +125,13 @@ class GroupRLTrainer(DomainReweightingMixin, GRPOTrainer):
         funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
         for name, dataset in [("train", train_dataset), *self._eval_sets(eval_dataset)]:
             self._check_dataset(dataset, name, funcs)
+        check_reward_weighting_config(args, len(funcs))
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         self._pending: dict[str, torch.Tensor] = {}
+        if self._needs_greedy_baseline:
+            check_greedy_baseline_supported(self)
+        self._init_reward_weighting()
 
     # ------------------------------------------------------------------ configuration
     @staticmethod
@@ -134,11 +145,8 @@ class GroupRLTrainer(DomainReweightingMixin, GRPOTrainer):
         spec = get_advantage_estimator(args.advantage_estimator)  # unknown name -> error listing the valid ones
         missing = [name for name in spec.requires if name not in _SUPPLIED_INPUTS]
         if missing:
-            raise ValueError(
-                f"advantage_estimator {spec.name!r} needs {missing}, which GroupRLTrainer does not produce (ReMax's "
-                "`baseline_rewards` would need one extra greedy rollout per prompt, not implemented). Choose another "
-                "estimator, e.g. `rloo` (leave-one-out baseline, no extra generation)."
-            )
+            raise ValueError(f"advantage_estimator {spec.name!r} needs {missing}, which GroupRLTrainer does not "
+                             f"produce (it supplies {list(_SUPPLIED_INPUTS)}). Choose another estimator.")
         validate_advantage_estimator(args.advantage_estimator, **args.advantage_kwargs)
         replaced = {"scale_rewards": ("group", "set `advantage_estimator` / `advantage_kwargs` instead (e.g. "
                                                "`dr_grpo` for no std, or `grpo` with `scale_rewards` in kwargs)"),
@@ -180,6 +188,10 @@ class GroupRLTrainer(DomainReweightingMixin, GRPOTrainer):
                              "completions' final answers with. Add one or choose other `reward_funcs`.")
 
     @property
+    def _needs_greedy_baseline(self) -> bool:
+        return "baseline_rewards" in get_advantage_estimator(self.args.advantage_estimator).requires
+
+    @property
     def _custom_surrogate(self) -> bool:
         args = self.args
         return bool(args.clip_by_advantage_sign or args.hapo_adaptive_clip or args.hapo_advantage_redistribution)
@@ -192,6 +204,10 @@ class GroupRLTrainer(DomainReweightingMixin, GRPOTrainer):
         self._pending = {"rewards_per_func": rewards_per_func, "lengths": self.accelerator.gather(lengths)}
         return rewards_per_func
 
+    def _score_completions(self, inputs, prompts, completions, completion_ids_list) -> torch.Tensor:
+        """TRL's reward call without this class's bookkeeping (used for ReMax's greedy rollouts)."""
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
@@ -201,10 +217,18 @@ class GroupRLTrainer(DomainReweightingMixin, GRPOTrainer):
         if torch.isnan(rewards_per_func).all(dim=1).any():
             raise RuntimeError("Every reward function returned None for some completion; the registry's advantage "
                                "estimators need a reward for every completion.")
+        estimator_inputs = self._estimator_inputs(lengths)
+        baseline_per_func = greedy_baseline_rewards(self, inputs, group_size) if self._needs_greedy_baseline else None
+        if mode == "train" and self.args.reward_weighting == "gradient":
+            self._update_weights_from_gradients(output, rewards_per_func, group_size, estimator_inputs,
+                                                baseline_per_func)
         weights = self.reward_weights.to(rewards_per_func.device)
         rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        if baseline_per_func is not None:
+            estimator_inputs["baseline_rewards"] = (baseline_per_func * weights.unsqueeze(0)).nansum(dim=1)
+            self._metrics[mode]["remax/baseline_reward"].append(estimator_inputs["baseline_rewards"].mean().item())
         advantages = compute_advantages(self.args.advantage_estimator, rewards, group_size,
-                                        **self.args.advantage_kwargs, **self._estimator_inputs(lengths))
+                                        **self.args.advantage_kwargs, **estimator_inputs)
         local = len(inputs)
         start = self.accelerator.process_index * local
         output["advantages"] = advantages[start:start + local].to(output["advantages"].dtype)
@@ -216,6 +240,7 @@ class GroupRLTrainer(DomainReweightingMixin, GRPOTrainer):
             logged.pop()
         logged.extend(advantages.tolist())
         self._log_advantages(mode, advantages, rewards_per_func, rewards, group_size)
+        self._log_reward_weights(mode)
         return output
 
     def _reweight_by_domain(self, inputs, rewards: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:

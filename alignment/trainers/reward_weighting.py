@@ -1,0 +1,246 @@
+"""Multi-objective reward weighting during group-RL training (Lu et al., "Learning to Optimize Multi-Objective
+Alignment Through Dynamic Reward Weighting", arXiv 2509.11452), as a mixin of `GroupRLTrainer`.
+
+The K rewards of a run (`reward_funcs`) are scalarised ``r = Σ_k w_k r_k`` before the advantage estimator sees them.
+`args.reward_weighting` picks how ``w`` evolves (the weight objects live in `alignment.rewards`):
+
+* ``fixed``: TRL's `reward_weights`, constant.
+* ``gradient`` (method (b)): at every generation batch, before its advantages are computed, each objective's policy
+  gradient ``g_k`` is taken on the selected decoder layers (the REINFORCE surrogate at ratio 1 with the advantages
+  the estimator gives to ``r_k`` alone, token-mean over the batch, averaged over processes); the influence
+  ``s_k = Σ_j ⟨g_k, g_j⟩`` updates ``w ← softmax(log w + η_t s / λ)`` (η_t the current learning rate), and the
+  batch is scalarised with the new weights. Costs one extra forward and K backward passes per generation batch.
+* ``hypervolume`` (method (a)): after each evaluation, the eval mean rewards ``v`` are scored against the buffer of
+  past Pareto points; the meta-reward ``m = 0.5 + 1.5 tanh(max(ΔHV, 0))`` multiplies the training rewards until the
+  next evaluation. A constant factor on all rewards cancels in a std-normalised advantage (GRPO), so the trainer
+  refuses this method with an estimator that is invariant to reward scale.
+
+Weights are logged every step as ``reward_weight/<reward>`` (and ``reward_influence/<reward>`` for ``gradient``,
+``reward_weight/meta_reward`` and ``reward_weight/hv_contribution`` for ``hypervolume``) and saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable
+
+import torch
+from trl.models.utils import disable_gradient_checkpointing
+
+from ..advantages import compute_advantages
+from ..registry_utils import lookup
+from ..rewards import FixedRewardWeighting, GradientRewardWeighting, HypervolumeRewardWeighting
+
+STATE_NAME = "reward_weighting.pt"
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def _fixed(args, names, weights):
+    return FixedRewardWeighting(weights, names=names)
+
+
+def _gradient(args, names, weights):
+    kwargs = args.reward_weighting_kwargs
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"`reward_weights` {list(weights)} sum to 0; `gradient` weighting needs a distribution.")
+    return GradientRewardWeighting([w / total for w in weights], names=names,
+                                   regularization=kwargs.get("regularization", 1e-5),
+                                   accumulation_steps=kwargs.get("accumulation_steps", 1))
+
+
+def _hypervolume(args, names, weights):
+    kwargs = args.reward_weighting_kwargs
+    return HypervolumeRewardWeighting(weights, reference_point=kwargs.get("reference_point"),
+                                      maximize=kwargs.get("maximize"), names=names)
+
+
+# name -> (builder, accepted `reward_weighting_kwargs` keys)
+_REWARD_WEIGHTINGS: dict[str, tuple[Callable, tuple[str, ...]]] = {
+    "fixed": (_fixed, ()),
+    "gradient": (_gradient, ("regularization", "accumulation_steps", "layers")),
+    "hypervolume": (_hypervolume, ("reference_point", "maximize")),
+}
+
+
+def check_reward_weighting_config(args, num_rewards: int) -> None:
+    """Start-up checks of `reward_weighting` / `reward_weighting_kwargs` (names, keys, needed settings)."""
+    _, accepted = lookup(_REWARD_WEIGHTINGS, args.reward_weighting, "reward_weighting")
+    unknown = sorted(set(args.reward_weighting_kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"`reward_weighting_kwargs` has {unknown}, which `reward_weighting={args.reward_weighting!r}` "
+                         f"does not take; it takes {list(accepted) or 'nothing'}.")
+    if args.reward_weighting == "fixed":
+        return
+    if num_rewards < 2:
+        raise ValueError(f"`reward_weighting={args.reward_weighting!r}` balances several rewards, but `reward_funcs` "
+                         f"has {num_rewards}; add objectives (e.g. `format_reward`) or use `fixed`.")
+    if args.reward_weighting == "hypervolume":
+        if args.eval_strategy == "no":
+            raise ValueError("`reward_weighting: hypervolume` updates its meta-reward after each evaluation; set "
+                             "`eval_strategy` (e.g. `steps` with `eval_steps`) and give an eval dataset.")
+        if _scale_invariant(args.advantage_estimator, args.advantage_kwargs):
+            raise ValueError(f"`reward_weighting: hypervolume` multiplies every reward by one meta-reward, which "
+                             f"advantage_estimator {args.advantage_estimator!r} (with {args.advantage_kwargs}) "
+                             "normalises away; it would change nothing. Use an estimator without std scaling (`dr_grpo`, "
+                             "`rloo`, `remax`, or `grpo` with `scale_rewards: false`) or `reward_weighting: gradient`.")
+    if args.reward_weighting == "gradient":
+        layers = args.reward_weighting_kwargs.get("layers")
+        if layers is not None and (len(layers) != 2 or not all(isinstance(i, int) and i >= 0 for i in layers)
+                                   or layers[0] > layers[1]):
+            raise ValueError(f"`reward_weighting_kwargs.layers` must be [first, last] decoder-layer indices with "
+                             f"0 <= first <= last, got {layers!r}.")
+
+
+def _scale_invariant(estimator: str, kwargs: dict[str, Any]) -> bool:
+    """Whether the estimator gives the same advantages for rewards and 3x the rewards (probed on fixed inputs)."""
+    # Rewards of order 100, so the estimators' small eps (added to a std) does not hide a scale invariance.
+    rewards = 100 * torch.tensor([0.0, 1.0, 0.25, 2.0, 1.0, 0.5], dtype=torch.float64)
+    inputs = {"completion_lengths": torch.tensor([3, 1, 2, 4, 2, 5]), "max_completion_length": 8,
+              "completion_mean_logps": torch.tensor([-1.0, -0.5, -2.0, -1.5, -0.7, -1.2])}
+    base = compute_advantages(estimator, rewards, 3, baseline_rewards=torch.tensor([50.0, 100.0]), **inputs, **kwargs)
+    scaled = compute_advantages(estimator, 3 * rewards, 3, baseline_rewards=torch.tensor([150.0, 300.0]), **inputs,
+                                **kwargs)
+    return torch.allclose(base, scaled, rtol=1e-4, atol=1e-6)  # up to the estimators' eps in the std
+
+
+def select_layer_parameters(model, layers: list[int] | None) -> tuple[list[str], list[torch.nn.Parameter]]:
+    """Trainable parameters of decoder layers ``layers[0]..layers[1]`` (inclusive).
+
+    Default: the middle of the stack in the paper's proportion (layers 10-25 of Qwen3-8B's 36), i.e.
+    ``⌊10L/36⌋..⌊25L/36⌋`` for ``L`` layers.
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad and _LAYER_INDEX.search(name)]
+    if not named:
+        raise ValueError("`reward_weighting: gradient` restricts gradients to decoder layers, but no trainable "
+                         "parameter name has a `layers.<i>.` part; this model's layout is not supported.")
+    indices = {int(_LAYER_INDEX.search(name).group(1)) for name, _ in named}
+    count = max(indices) + 1
+    first, last = layers if layers is not None else (10 * count // 36, 25 * count // 36)
+    if last >= count:
+        raise ValueError(f"`reward_weighting_kwargs.layers` {[first, last]} goes past the model's {count} layers.")
+    chosen = [(name, p) for name, p in named if first <= int(_LAYER_INDEX.search(name).group(1)) <= last]
+    return [name for name, _ in chosen], [p for _, p in chosen]
+
+
+class RewardWeightingMixin:
+    """Drives `args.reward_weighting` in a `trl.GRPOTrainer` subclass (see the module docstring)."""
+
+    def _init_reward_weighting(self) -> None:
+        args = self.args
+        builder, _ = _REWARD_WEIGHTINGS[args.reward_weighting]
+        self.reward_weighter = builder(args, list(self.reward_func_names), self.reward_weights.tolist())
+        self._weighting_params: list[torch.nn.Parameter] = []
+        if args.reward_weighting == "gradient":
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError("`reward_weighting: gradient` takes per-objective gradients of unsharded parameters; "
+                                 "it is not supported under DeepSpeed or FSDP. Use DDP or `hypervolume`.")
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            _, self._weighting_params = select_layer_parameters(unwrapped, args.reward_weighting_kwargs.get("layers"))
+        self._sync_reward_weights()
+
+    def _sync_reward_weights(self) -> None:
+        self.reward_weights = self.reward_weighter.weights.to(torch.float32)
+
+    def _log_reward_weights(self, mode: str) -> None:
+        if len(self.reward_func_names) < 2:
+            return
+        for key, value in self.reward_weighter.log_dict().items():
+            self._metrics[mode][key].append(value)
+
+    # ---- (b) gradient-based
+    def _update_weights_from_gradients(self, output: dict[str, Any], rewards_per_func: torch.Tensor, group_size: int,
+                                       estimator_inputs: dict[str, Any],
+                                       baseline_per_func: torch.Tensor | None = None) -> None:
+        """Method (b) on this generation batch: per-objective gradients -> influence -> new weights.
+
+        ``rewards_per_func`` ``[N, K]`` (all processes, group order); ``baseline_per_func`` ``[num_groups, K]``, the
+        greedy rollouts' rewards when the estimator needs them (ReMax)."""
+        local = output["completion_ids"].size(0)
+        start = self.accelerator.process_index * local
+        per_objective = []
+        for k in range(rewards_per_func.size(1)):
+            inputs = dict(estimator_inputs)
+            if baseline_per_func is not None:
+                inputs["baseline_rewards"] = baseline_per_func[:, k].nan_to_num(0.0)
+            advantages = compute_advantages(self.args.advantage_estimator, rewards_per_func[:, k].nan_to_num(0.0),
+                                            group_size, **self.args.advantage_kwargs, **inputs)
+            per_objective.append(advantages[start:start + local])
+        gradients = self._objective_gradients(output, torch.stack(per_objective, dim=1))
+        self.reward_weighter.accumulate(gradients)
+        self.reward_weighter.step(self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler else self.args.learning_rate)
+        self._sync_reward_weights()
+
+    def _objective_gradients(self, output: dict[str, Any], advantages: torch.Tensor) -> torch.Tensor:
+        """``[K, P]`` policy gradients of the selected parameters, one row per objective, mean over processes.
+
+        Objective k's loss is ``−Σ_{i,t} A_{i,k} log π(o_{i,t}) / Σ mask`` (token-mean over the batch): the gradient
+        of the clipped surrogate at ratio 1, i.e. at the rollout policy, before any update on this batch.
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        params = self._weighting_params
+        mask = output["completion_mask"] * output.get("tool_mask", 1)
+        total_tokens = mask.sum().clamp(min=1)
+        num_objectives = advantages.size(1)
+        flat = torch.zeros(num_objectives, sum(p.numel() for p in params), device=mask.device)
+        chunk = self.args.per_device_train_batch_size
+        with disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs):
+            for begin in range(0, mask.size(0), chunk):
+                rows = slice(begin, begin + chunk)
+                completion_ids = output["completion_ids"][rows]
+                logps, _, _ = self._get_per_token_logps_and_entropies(
+                    model, torch.cat([output["prompt_ids"][rows], completion_ids], dim=1),
+                    torch.cat([output["prompt_mask"][rows], output["completion_mask"][rows]], dim=1),
+                    completion_ids.size(1),
+                )
+                for k in range(num_objectives):
+                    loss = -(advantages[rows, k:k + 1] * logps * mask[rows]).sum() / total_tokens
+                    grads = torch.autograd.grad(loss, params, retain_graph=k < num_objectives - 1, allow_unused=True)
+                    flat[k] += torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                          for g, p in zip(grads, params)]).detach().float()
+        return self.accelerator.reduce(flat, reduction="mean")
+
+    # ---- (a) hypervolume, after each evaluation
+    def _update_weights_from_evaluation(self) -> None:
+        metrics = self._metrics["eval"]
+        keys = [f"rewards/{name}/mean" for name in self.reward_func_names]
+        if not all(metrics.get(key) for key in keys):
+            return
+        scores = [sum(metrics[key]) / len(metrics[key]) for key in keys]
+        self.reward_weighter.update(scores)
+        self._sync_reward_weights()
+        for key, value in self.reward_weighter.log_dict().items():
+            metrics[key] = [value]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # TRL's `log` averages and clears `_metrics[mode]`; read the eval rewards just before it does.
+        if self.args.reward_weighting == "hypervolume" and not self.model.training:
+            self._update_weights_from_evaluation()
+        super().log(logs, start_time)
+
+    # ---- checkpoints
+    def _reward_weighting_file(self, directory: str) -> str:
+        if self.args.world_size <= 1:
+            return os.path.join(directory, STATE_NAME)
+        return os.path.join(directory, f"reward_weighting_{self.args.process_index}.pt")
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        if self.args.reward_weighting != "fixed":
+            torch.save(self.reward_weighter.state_dict(), self._reward_weighting_file(output_dir))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.args.reward_weighting == "fixed":
+            return
+        path = self._reward_weighting_file(checkpoint)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: the checkpoint has no reward-weighting state (saved with "
+                                    f"another `reward_weighting`, or with `save_only_model`). Resume from a checkpoint "
+                                    "of this run's setting, or start a new run.")
+        self.reward_weighter.load_state_dict(torch.load(path, weights_only=False))
+        self._sync_reward_weights()
+
+
+__all__ = ["RewardWeightingMixin", "check_reward_weighting_config", "select_layer_parameters", "STATE_NAME"]
