@@ -34,6 +34,9 @@ METHODS: dict[str, dict] = {
     "dapo": {"advantage_estimator": "grpo", "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28,
              "mask_truncated_completions": True},
     "ngrpo": {"advantage_estimator": "ngrpo", "loss_type": "dapo", "epsilon": 0.16, "epsilon_high": 0.24},
+    # Baselines without std scaling: leave-one-out mean, and ReMax's greedy rollout (one extra decode per prompt).
+    "rloo": {"advantage_estimator": "rloo", "loss_type": "grpo", "epsilon": 0.2, "epsilon_high": 0.2},
+    "remax": {"advantage_estimator": "remax", "loss_type": "grpo", "epsilon": 0.2, "epsilon_high": 0.2},
 }
 
 
