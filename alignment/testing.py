@@ -158,3 +158,17 @@ def perturb_parameters_(model, seed: int = 1, scale: float = 0.05) -> None:
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+
+
+def record_generated_advantages(trainer, seen: dict, key: str = "advantages") -> dict:
+    """Wrap a GRPO-style trainer's `_generate_and_score_completions` so that every call stores a copy of the
+    advantages it returns (group order, before TRL shuffles the batch) in ``seen[key]``; returns ``seen``."""
+    generate = trainer._generate_and_score_completions
+
+    def recording(inputs):
+        output = generate(inputs)
+        seen[key] = output["advantages"].detach().clone()
+        return output
+
+    trainer._generate_and_score_completions = recording
+    return seen

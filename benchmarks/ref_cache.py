@@ -41,6 +41,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-length", type=int, default=256, help="max prompt+completion tokens (default 256)")
     parser.add_argument("--repeats", type=int, default=3, help="TRL / ours-1st / ours-2nd rounds (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads (default 1)")
+    parser.add_argument("--lora", action="store_true",
+                        help="LoRA (r 8, all linear layers) in every run: TRL's reference is then the policy with "
+                             "adapters disabled (no second model), ours-2nd still reads the cache")
     parser.add_argument("--out", default=None, help="also write the results as JSON to this file")
     return parser.parse_args(argv)
 
@@ -62,6 +65,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 import psutil  # noqa: E402
+from peft import LoraConfig  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
@@ -125,7 +129,7 @@ SAMPLER = MemorySampler()
 def run_once(kind: str, path: str, data: Dataset, tmp: str, cache_dir: str | None) -> dict:
     common = dict(
         output_dir=os.path.join(tmp, "out"), per_device_train_batch_size=ARGS.batch_size, num_train_epochs=1,
-        learning_rate=1e-6, max_length=ARGS.max_length, report_to="none", save_strategy="no", logging_steps=10_000,
+        learning_rate=1e-4 if ARGS.lora else 1e-6, max_length=ARGS.max_length, report_to="none", save_strategy="no", logging_steps=10_000,
         disable_tqdm=True, seed=0, use_cpu=not CUDA, bf16=False, gradient_checkpointing=False,
         dataloader_drop_last=True, loss_type=["sigmoid"], beta=0.1,
     )
@@ -133,11 +137,13 @@ def run_once(kind: str, path: str, data: Dataset, tmp: str, cache_dir: str | Non
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    peft = {"peft_config": LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")} if ARGS.lora else {}
     if kind == "trl":
-        trainer = DPOTrainer(model=model, args=DPOConfig(**common), train_dataset=data, processing_class=tokenizer)
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common), train_dataset=data, processing_class=tokenizer,
+                             **peft)
     else:
         trainer = PreferenceTrainer(model=model, args=PreferenceConfig(reference_cache_dir=cache_dir, **common),
-                                    train_dataset=data, processing_class=tokenizer)
+                                    train_dataset=data, processing_class=tokenizer, **peft)
     trainer.remove_callback(PrinterCallback)
     init_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -194,8 +200,9 @@ def main() -> None:
         "total_trl_over_first": trl["total_s"] / summary["first"]["total_s"],
         "total_trl_over_second": trl["total_s"] / summary["second"]["total_s"],
     }
-    print(f"\nmodel {ARGS.model}, {ARGS.pairs} pairs, batch {ARGS.batch_size}, max length {ARGS.max_length}, medians of "
-          f"{ARGS.repeats} repeat(s); TRL epoch min-max {trl['epoch_min_max'][0]:.2f}-{trl['epoch_min_max'][1]:.2f} s")
+    lora = " + LoRA r 8" if ARGS.lora else ""
+    print(f"\nmodel {ARGS.model}{lora}, {ARGS.pairs} pairs, batch {ARGS.batch_size}, max length {ARGS.max_length}, "
+          f"medians of {ARGS.repeats} repeat(s); TRL epoch min-max {trl['epoch_min_max'][0]:.2f}-{trl['epoch_min_max'][1]:.2f} s")
     print("| run | init s | epoch s | total s | tokens/s | epoch speed-up vs TRL | mem +MiB | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     names = {"trl": "TRL DPOTrainer (reference recomputed)", "first": "ours, 1st run (build cache + train)",

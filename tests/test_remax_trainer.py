@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.configs import GroupRLConfig
 from alignment.data import load_task_suite
-from alignment.testing import trainer_test_args
+from alignment.testing import record_generated_advantages, trainer_test_args
 from alignment.trainers.greedy_baseline import greedy_generation_kwargs
 from alignment.trainers.group_rl import GroupRLTrainer
 
@@ -60,15 +60,7 @@ def test_remax_advantages_are_reward_minus_greedy_reward(tiny_model_dir, tmp_pat
         return rewards
 
     trainer = make_trainer(tiny_model_dir, tmp_path, prompts, [recorded])
-    seen = {}
-    generate = trainer._generate_and_score_completions
-
-    def recording_generate(inputs):
-        output = generate(inputs)
-        seen["advantages"] = output["advantages"].detach().clone()
-        return output
-
-    trainer._generate_and_score_completions = recording_generate
+    seen = record_generated_advantages(trainer, {})
     trainer.train()
 
     (sampled_prompts, _, sampled), (greedy_prompts, greedy_texts, greedy) = calls

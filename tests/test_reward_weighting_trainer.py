@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alignment.advantages import compute_advantages
 from alignment.configs import GroupRLConfig
 from alignment.data import load_task_suite
-from alignment.testing import trainer_test_args
+from alignment.testing import record_generated_advantages, trainer_test_args
 from alignment.trainers.group_rl import GroupRLTrainer
 from alignment.trainers.reward_weighting import STATE_NAME
 
@@ -70,15 +70,7 @@ def record_gradient_probe(trainer) -> dict:
         return gradients
 
     trainer._objective_gradients = recording
-    generate = trainer._generate_and_score_completions
-
-    def recording_generate(inputs):
-        output = generate(inputs)
-        seen["used_advantages"] = output["advantages"].detach().clone()
-        return output
-
-    trainer._generate_and_score_completions = recording_generate
-    return seen
+    return record_generated_advantages(trainer, seen, key="used_advantages")
 
 
 def test_gradient_weighting_matches_hand_computed_gradients_and_update(tiny_model_dir, tmp_path, prompts):

@@ -42,6 +42,7 @@ from ..domain_weights import (
     validate_domain_update,
 )
 from ..mixtures import temperature_shares
+from .checkpoint_files import per_process_state_file
 from .domain_gradients import DomainGradients, select_gradient_parameters
 from .domain_sampler import DomainWeightedSampler, prefetch_lag
 
@@ -563,9 +564,7 @@ class DomainReweightingMixin:
 
     # ---- checkpoints
     def _domain_state_file(self, directory: str) -> str:
-        if self.args.world_size <= 1:
-            return os.path.join(directory, STATE_NAME)
-        return os.path.join(directory, f"domain_weights_{self.args.process_index}.pt")
+        return per_process_state_file(self.args, directory, STATE_NAME)
 
     def _save_rng_state(self, output_dir: str) -> None:
         # Saved next to the RNG state (every rank, every checkpoint), like the losses' `LossState`.

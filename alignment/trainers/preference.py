@@ -27,6 +27,7 @@ from ..losses import (
     validate_preference_loss,
     validate_token_weighting,
 )
+from .checkpoint_files import per_process_state_file
 from .domain_reweighting import DomainReweightingMixin
 from .reference_cache import ReferenceCacheMixin
 from .sparsepo import ReferenceTokenOutputs
@@ -450,9 +451,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
 
     # ------------------------------------------------------------------ loss state in checkpoints
     def _loss_state_file(self, directory: str) -> str:
-        if self.args.world_size <= 1:
-            return os.path.join(directory, LOSS_STATE_NAME)
-        return os.path.join(directory, f"loss_state_{self.args.process_index}.pt")
+        return per_process_state_file(self.args, directory, LOSS_STATE_NAME)
 
     def _save_rng_state(self, output_dir: str) -> None:
         # The loss state is per-process state of the same kind as the RNG state, saved at the same point of every

@@ -31,6 +31,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from ..advantages import compute_advantages
 from ..registry_utils import lookup
 from ..rewards import FixedRewardWeighting, GradientRewardWeighting, HypervolumeRewardWeighting
+from .checkpoint_files import per_process_state_file
 
 STATE_NAME = "reward_weighting.pt"
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -221,9 +222,7 @@ class RewardWeightingMixin:
 
     # ---- checkpoints
     def _reward_weighting_file(self, directory: str) -> str:
-        if self.args.world_size <= 1:
-            return os.path.join(directory, STATE_NAME)
-        return os.path.join(directory, f"reward_weighting_{self.args.process_index}.pt")
+        return per_process_state_file(self.args, directory, STATE_NAME)
 
     def _save_rng_state(self, output_dir: str) -> None:
         super()._save_rng_state(output_dir)
