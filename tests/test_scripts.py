@@ -82,3 +82,21 @@ def test_interrupted_run_resumes_to_the_same_parameters(tiny_model_dir, tmp_path
     # ... and differ from the starting point, so the comparison is not vacuous.
     start = load_file(Path(tiny_model_dir) / "model.safetensors")
     assert any(not torch.allclose(start[n], full[n]) for n in full)
+
+
+def test_console_script_exits_zero_after_a_run(tiny_model_dir, tmp_path):
+    """`alignment-grpo` (installed by `pip install -e .`) runs the recipe and exits 0: pip's wrapper calls
+    `sys.exit(entry())`, so an entry returning the trainer and results would exit 1 after a successful run."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = shutil.which("alignment-grpo", path=str(Path(sys.executable).parent))
+    assert script, "the console script is missing: install the package (`make install` / `pip install -e .`)"
+    out = tmp_path / "console"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    proc = subprocess.run([script, "--config", str(ROOT / "recipes/tiny/grpo.yaml"), "--model_name_or_path",
+                           str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "1"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert (out / "eval_results.json").is_file()
