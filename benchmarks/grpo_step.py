@@ -45,6 +45,11 @@ VARIANTS: dict[str, dict] = {
     "drpo": {"advantage_estimator": "drpo"},
     "clip_by_advantage_sign": {"advantage_estimator": "grpo", "clip_by_advantage_sign": True},
     "hapo": {"advantage_estimator": "hapo", "hapo_adaptive_clip": True, "hapo_advantage_redistribution": True},
+    # One extra greedy decode per prompt (inside `_generate_and_score_completions`, so counted in "rest").
+    "remax": {"advantage_estimator": "remax"},
+    # Two rewards (digit share + space share) re-weighted before every batch: one extra forward and two backward passes
+    # per step (in "rest"); TRL's runs keep the single cheap reward, whose cost is negligible next to a forward.
+    "gradient_weights": {"advantage_estimator": "grpo", "reward_weighting": "gradient"},
 }
 GENERATION_METHOD = "_generate"  # TRL's rollout call, inherited unchanged by GroupRLTrainer
 
@@ -125,6 +130,17 @@ def digit_share(completions, **kwargs) -> list[float]:
     return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
 
 
+def space_share(completions, **kwargs) -> list[float]:
+    """Second objective for `gradient_weights`: the share of spaces among a completion's characters."""
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [t.count(" ") / max(len(t), 1) for t in texts]
+
+
+def reward_funcs(variant: str | None) -> list:
+    two = variant is not None and VARIANTS[variant].get("reward_weighting", "fixed") != "fixed"
+    return [digit_share, space_share] if two else [digit_share]
+
+
 class CompletionTokens(TrainerCallback):
     """Mean completion length of each step, read from TRL's own metric (shows both trainers generated alike)."""
 
@@ -156,7 +172,7 @@ def run_once(variant: str | None, path: str, data, tmp: str) -> dict:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     trainer_cls = GRPOTrainer if variant is None else GroupRLTrainer
-    trainer = trainer_cls(model=model, reward_funcs=[digit_share], args=make_config(variant, tmp),
+    trainer = trainer_cls(model=model, reward_funcs=reward_funcs(variant), args=make_config(variant, tmp),
                           train_dataset=data, processing_class=tokenizer)
     timer = StepTimer(ARGS.warmup)
     timer.time_method(trainer, GENERATION_METHOD)
