@@ -142,9 +142,11 @@ def test_quantized_loading_without_cuda_fails_before_loading(field, tiny_model_d
 def test_qlora_recipes_fail_on_cpu_naming_the_field(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("checks the error raised on a machine without CUDA")
-    from alignment.cli import dpo_main, sft_main
+    from alignment.cli import dpo_main, grpo_main, sft_main
+    from alignment.reward_cli import reward_main
 
-    for main, recipe in ((dpo_main, "dpo-qlora"), (sft_main, "sft-qlora")):
+    for main, recipe in ((dpo_main, "dpo-qlora"), (sft_main, "sft-qlora"), (grpo_main, "grpo-qlora"),
+                         (reward_main, "reward-qlora")):
         # The check runs before the (embedded SmolLM2) model is resolved, so nothing is prepared or loaded.
         with pytest.raises(ValueError, match="`load_in_4bit: true`"):
             main(["--config", f"recipes/smollm2-135m/{recipe}.yaml", "--output_dir", str(tmp_path / recipe)])
