@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .registry_utils import describe_hparams, lookup
+from .registry_utils import describe_hparams, lookup, reject_unknown
 
 UpdateFn = Callable[..., torch.Tensor]
 
@@ -101,9 +101,7 @@ def _describe(spec: DomainUpdateSpec) -> str:
 def validate_domain_update(name: str, **hparams: Any) -> None:
     """Check a rule name and its hyper-parameters (names and values) before training starts."""
     spec = get_domain_update(name)
-    unknown = sorted(set(hparams) - set(spec.hparams))
-    if unknown:
-        raise ValueError(f"Domain-weight update rule {name!r} does not take {unknown}. Its {_describe(spec)}.")
+    reject_unknown(hparams, spec.hparams, f"Domain-weight update rule {name!r}", f"Its {_describe(spec)}")
     if spec.check is not None:
         spec.check(**{**spec.hparams, **hparams})
 
@@ -126,9 +124,8 @@ def update_domain_weights(name: str, weights: torch.Tensor, *, step: int, **inpu
     `list_domain_updates()` and each rule's docstring). Returns the new weights, [K], same dtype, summing to 1.
     """
     spec = get_domain_update(name)
-    unknown = sorted(set(inputs_and_hparams) - set(spec.inputs) - set(spec.hparams))
-    if unknown:
-        raise ValueError(f"Domain-weight update rule {name!r} does not take {unknown}. Its {_describe(spec)}.")
+    reject_unknown(inputs_and_hparams, [*spec.inputs, *spec.hparams], f"Domain-weight update rule {name!r}",
+                   f"Its {_describe(spec)}")
     missing = [i for i in spec.required if inputs_and_hparams.get(i) is None]
     if missing:
         raise ValueError(f"Domain-weight update rule {name!r} needs the input(s) {missing}. Its {_describe(spec)}.")

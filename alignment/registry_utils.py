@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -18,3 +18,11 @@ def lookup(table: Mapping[str, T], name: str, kind: str) -> T:
 def describe_hparams(hparams: Mapping[str, Any]) -> str:
     """``"beta=0.1, tau=2.0"`` (or ``"none"``), for error messages that list what a registry entry accepts."""
     return ", ".join(f"{key}={value!r}" for key, value in hparams.items()) or "none"
+
+
+def reject_unknown(given: Iterable[str], accepted: Iterable[str], what: str, accepts: str) -> None:
+    """Fail on names in ``given`` outside ``accepted`` (a typo would otherwise be silently ignored), as
+    ``"<what> does not take [...]. <accepts>."``; ``accepts`` says what it does take."""
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ValueError(f"{what} does not take {unknown}. {accepts}.")

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .registry_utils import lookup
+from .registry_utils import lookup, reject_unknown
 from .data.answers import _NUMBER, _after_last_marker, _completion_text, _last_boxed, _strip_special_tokens
 from .data.answers import accuracy_reward as _accuracy_reward
 
@@ -121,10 +121,8 @@ def _rebuild(name: str, hparams: dict[str, Any]) -> RewardFunction:
 def get_reward_function(name: str, **hparams: Any) -> RewardFunction:
     """The registered reward ``name`` with ``hparams`` set, checked now (names, required values, ranges)."""
     spec = get_reward_spec(name)
-    unknown = sorted(set(hparams) - set(spec.hparams))
-    if unknown:
-        accepted = ", ".join(f"{k}={'<required>' if v is _REQUIRED else repr(v)}" for k, v in spec.hparams.items())
-        raise ValueError(f"reward {name!r} does not take {unknown}. Its hyper-parameters: {accepted or 'none'}.")
+    accepted = ", ".join(f"{k}={'<required>' if v is _REQUIRED else repr(v)}" for k, v in spec.hparams.items())
+    reject_unknown(hparams, spec.hparams, f"reward {name!r}", f"Its hyper-parameters: {accepted or 'none'}")
     missing = [key for key in spec.required_hparams if key not in hparams]
     if missing:
         raise ValueError(f"reward {name!r} needs {missing} in its reward_kwargs (e.g. `reward_kwargs: {{{name}: "

@@ -180,6 +180,9 @@ def test_reward_weighting_state_is_saved_and_restored(tiny_model_dir, tmp_path, 
     resumed._load_optimizer_and_scheduler(str(checkpoint))  # what `train(resume_from_checkpoint=...)` calls
     assert resumed.reward_weights.tolist() == pytest.approx(trainer.reward_weights.tolist(), abs=1e-7)
     assert resumed.reward_weights.tolist() != pytest.approx([0.5, 0.5], abs=1e-4)
+    (checkpoint / STATE_NAME).unlink()  # e.g. saved by a run with `reward_weighting: fixed`
+    with pytest.raises(FileNotFoundError, match="no reward-weighting state"):
+        resumed._load_optimizer_and_scheduler(str(checkpoint))
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..registry_utils import describe_hparams, lookup
+from ..registry_utils import describe_hparams, lookup, reject_unknown
 
 AdvantageFn = Callable[..., torch.Tensor]
 
@@ -111,13 +111,9 @@ def get_advantage_estimator(name: str) -> AdvantageEstimatorSpec:
 
 
 def _check_hparams(spec: AdvantageEstimatorSpec, hparams: dict[str, Any]) -> None:
-    unknown = sorted(set(hparams) - set(spec.hparams))
-    if unknown:
-        accepted = describe_hparams(spec.hparams)
-        raise ValueError(
-            f"advantage_estimator {spec.name!r} does not take {unknown}. Its hyper-parameters: {accepted}; "
-            f"per-batch inputs (passed by the trainer): {sorted(ADVANTAGE_INPUTS)}."
-        )
+    reject_unknown(hparams, spec.hparams, f"advantage_estimator {spec.name!r}",
+                   f"Its hyper-parameters: {describe_hparams(spec.hparams)}; per-batch inputs (passed by the "
+                   f"trainer): {sorted(ADVANTAGE_INPUTS)}")
 
 
 def _prepare_input(name: str, value: Any, num_groups: int, group_size: int, device: torch.device) -> Any:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..registry_utils import describe_hparams, lookup
+from ..registry_utils import describe_hparams, lookup, reject_unknown
 from .batch import PreferenceBatch
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -196,10 +196,8 @@ def get_preference_loss(name: str) -> PreferenceLossSpec:
 def check_hparams(name: str, hparams: dict[str, Any]) -> None:
     """Fail on hyper-parameters the loss does not take (a typo would otherwise be silently ignored)."""
     spec = get_preference_loss(name)
-    unknown = sorted(set(hparams) - set(spec.hparams))
-    if unknown:
-        accepted = describe_hparams(spec.hparams)
-        raise ValueError(f"loss_type {name!r} does not take {unknown}. Its hyper-parameters: {accepted}.")
+    reject_unknown(hparams, spec.hparams, f"loss_type {name!r}",
+                   f"Its hyper-parameters: {describe_hparams(spec.hparams)}")
 
 
 def compute_preference_loss(

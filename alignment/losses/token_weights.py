@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..registry_utils import describe_hparams, lookup
+from ..registry_utils import describe_hparams, lookup, reject_unknown
 
 TokenWeightFn = Callable[..., torch.Tensor]
 
@@ -94,10 +94,8 @@ def get_token_weighting(name: str) -> TokenWeightingSpec:
 def check_token_weighting_hparams(name: str, hparams: dict[str, Any]) -> None:
     """Fail on hyper-parameters the weighting does not take (a typo would otherwise be silently ignored)."""
     spec = get_token_weighting(name)
-    unknown = sorted(set(hparams) - set(spec.hparams))
-    if unknown:
-        accepted = describe_hparams(spec.hparams)
-        raise ValueError(f"token_weighting {name!r} does not take {unknown}. Its hyper-parameters: {accepted}.")
+    reject_unknown(hparams, spec.hparams, f"token_weighting {name!r}",
+                   f"Its hyper-parameters: {describe_hparams(spec.hparams)}")
 
 
 def compute_token_weights(name: str, logps: torch.Tensor, mask: torch.Tensor, *,

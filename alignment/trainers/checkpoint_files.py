@@ -1,17 +1,33 @@
-"""Where a trainer's own per-process state goes inside a checkpoint directory."""
+"""A trainer's own per-process state inside a checkpoint directory (loss state, domain weights, reward weights).
+
+Saved next to the RNG state (every process, every checkpoint), as state of the same kind: each process restores its
+own copy on resume (from `_load_optimizer_and_scheduler`, which runs once per resume on every rank and backend).
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import torch
 
 
 def per_process_state_file(args, directory: str, filename: str) -> str:
-    """``<directory>/<filename>`` in a one-process run; ``<stem>_<rank><suffix>`` per process when several save.
-
-    Saved next to the RNG state (every process, every checkpoint), as state of the same kind: each process restores
-    its own copy on resume.
-    """
+    """``<directory>/<filename>`` in a one-process run; ``<stem>_<rank><suffix>`` per process when several save."""
     if args.world_size <= 1:
         return os.path.join(directory, filename)
     stem, suffix = os.path.splitext(filename)
     return os.path.join(directory, f"{stem}_{args.process_index}{suffix}")
+
+
+def save_per_process_state(args, directory: str, filename: str, state: Any) -> None:
+    torch.save(state, per_process_state_file(args, directory, filename))
+
+
+def load_per_process_state(args, checkpoint: str, filename: str, missing_hint: str) -> Any:
+    """This process's saved state; a missing file is a `FileNotFoundError` ending with ``missing_hint`` (why it
+    can be missing and what to do)."""
+    path = per_process_state_file(args, checkpoint, filename)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: {missing_hint}")
+    return torch.load(path, weights_only=True)

@@ -42,7 +42,7 @@ from ..domain_weights import (
     validate_domain_update,
 )
 from ..mixtures import temperature_shares
-from .checkpoint_files import per_process_state_file
+from .checkpoint_files import load_per_process_state, save_per_process_state
 from .domain_gradients import DomainGradients, select_gradient_parameters
 from .domain_sampler import DomainWeightedSampler, prefetch_lag
 
@@ -563,14 +563,11 @@ class DomainReweightingMixin:
         return (factors * per_example).mean()
 
     # ---- checkpoints
-    def _domain_state_file(self, directory: str) -> str:
-        return per_process_state_file(self.args, directory, STATE_NAME)
-
     def _save_rng_state(self, output_dir: str) -> None:
         # Saved next to the RNG state (every rank, every checkpoint), like the losses' `LossState`.
         super()._save_rng_state(output_dir)
         if self.domain_weights is not None:
-            torch.save(self.domain_weights.state_dict(), self._domain_state_file(output_dir))
+            save_per_process_state(self.args, output_dir, STATE_NAME, self.domain_weights.state_dict())
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         # Runs once per resume on every rank, before the first batch is drawn (the sampler reads the history).
@@ -579,10 +576,8 @@ class DomainReweightingMixin:
             self.load_domain_weights(checkpoint)
 
     def load_domain_weights(self, checkpoint: str) -> None:
-        path = self._domain_state_file(checkpoint)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path} is missing: the checkpoint has no domain-weight state (saved without `domain_reweighting`, "
-                "or with `save_only_model`). Resume from a checkpoint of a reweighted run, or start a new run."
-            )
-        self.domain_weights.load_state_dict(torch.load(path, weights_only=True))
+        self.domain_weights.load_state_dict(load_per_process_state(
+            self.args, checkpoint, STATE_NAME,
+            "the checkpoint has no domain-weight state (saved without `domain_reweighting`, or with "
+            "`save_only_model`). Resume from a checkpoint of a reweighted run, or start a new run.",
+        ))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
@@ -27,7 +26,7 @@ from ..losses import (
     validate_preference_loss,
     validate_token_weighting,
 )
-from .checkpoint_files import per_process_state_file
+from .checkpoint_files import load_per_process_state, save_per_process_state
 from .domain_reweighting import DomainReweightingMixin
 from .reference_cache import ReferenceCacheMixin
 from .sparsepo import ReferenceTokenOutputs
@@ -450,16 +449,13 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             self._sparse.save_mask_heads(output_dir if output_dir is not None else self.args.output_dir)
 
     # ------------------------------------------------------------------ loss state in checkpoints
-    def _loss_state_file(self, directory: str) -> str:
-        return per_process_state_file(self.args, directory, LOSS_STATE_NAME)
-
     def _save_rng_state(self, output_dir: str) -> None:
         # The loss state is per-process state of the same kind as the RNG state, saved at the same point of every
         # checkpoint (by every rank, before `trainer_state.json`), so it is written wherever the RNG state is.
         super()._save_rng_state(output_dir)
         if self._loss_states:
-            torch.save({name: state.state_dict() for name, state in self._loss_states.items()},
-                       self._loss_state_file(output_dir))
+            save_per_process_state(self.args, output_dir, LOSS_STATE_NAME,
+                                   {name: state.state_dict() for name, state in self._loss_states.items()})
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         # Called once, on every rank and with every backend, when `train(resume_from_checkpoint=...)` starts
@@ -471,16 +467,14 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             self._sparse.load_mask_heads(checkpoint)
 
     def load_loss_state(self, checkpoint: str) -> None:
-        path = self._loss_state_file(checkpoint)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path} is missing: the checkpoint has no state for the stateful loss(es) {sorted(self._loss_states)}"
-                " (saved with `save_only_model`, or by another loss_type). Resume from a full checkpoint."
-            )
-        saved = torch.load(path, weights_only=True)
+        saved = load_per_process_state(
+            self.args, checkpoint, LOSS_STATE_NAME,
+            f"the checkpoint has no state for the stateful loss(es) {sorted(self._loss_states)} (saved with "
+            "`save_only_model`, or by another loss_type). Resume from a full checkpoint.",
+        )
         for name, state in self._loss_states.items():
             if name not in saved:
-                raise KeyError(f"{path} has no state for loss {name!r} (it has {sorted(saved)}).")
+                raise KeyError(f"{checkpoint} has no saved state for loss {name!r} (it has {sorted(saved)}).")
             state.load_state_dict(saved[name])
 
     # ------------------------------------------------------------------ metrics

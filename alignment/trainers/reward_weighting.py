@@ -21,7 +21,6 @@ Weights are logged every step as ``reward_weight/<reward>`` (and ``reward_influe
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Callable
 
@@ -29,9 +28,9 @@ import torch
 from trl.models.utils import disable_gradient_checkpointing
 
 from ..advantages import compute_advantages
-from ..registry_utils import lookup
+from ..registry_utils import lookup, reject_unknown
 from ..rewards import FixedRewardWeighting, GradientRewardWeighting, HypervolumeRewardWeighting
-from .checkpoint_files import per_process_state_file
+from .checkpoint_files import load_per_process_state, save_per_process_state
 
 STATE_NAME = "reward_weighting.pt"
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -68,10 +67,9 @@ _REWARD_WEIGHTINGS: dict[str, tuple[Callable, tuple[str, ...]]] = {
 def check_reward_weighting_config(args, num_rewards: int) -> None:
     """Start-up checks of `reward_weighting` / `reward_weighting_kwargs` (names, keys, needed settings)."""
     _, accepted = lookup(_REWARD_WEIGHTINGS, args.reward_weighting, "reward_weighting")
-    unknown = sorted(set(args.reward_weighting_kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"`reward_weighting_kwargs` has {unknown}, which `reward_weighting={args.reward_weighting!r}` "
-                         f"does not take; it takes {list(accepted) or 'nothing'}.")
+    reject_unknown(args.reward_weighting_kwargs, accepted,
+                   f"`reward_weighting: {args.reward_weighting}` (its `reward_weighting_kwargs`)",
+                   f"It takes {list(accepted) or 'nothing'}")
     if args.reward_weighting == "fixed":
         return
     if num_rewards < 2:
@@ -221,24 +219,20 @@ class RewardWeightingMixin:
         super().log(logs, start_time)
 
     # ---- checkpoints
-    def _reward_weighting_file(self, directory: str) -> str:
-        return per_process_state_file(self.args, directory, STATE_NAME)
-
     def _save_rng_state(self, output_dir: str) -> None:
         super()._save_rng_state(output_dir)
         if self.args.reward_weighting != "fixed":
-            torch.save(self.reward_weighter.state_dict(), self._reward_weighting_file(output_dir))
+            save_per_process_state(self.args, output_dir, STATE_NAME, self.reward_weighter.state_dict())
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None or self.args.reward_weighting == "fixed":
             return
-        path = self._reward_weighting_file(checkpoint)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: the checkpoint has no reward-weighting state (saved with "
-                                    f"another `reward_weighting`, or with `save_only_model`). Resume from a checkpoint "
-                                    "of this run's setting, or start a new run.")
-        self.reward_weighter.load_state_dict(torch.load(path, weights_only=False))
+        self.reward_weighter.load_state_dict(load_per_process_state(
+            self.args, checkpoint, STATE_NAME,
+            "the checkpoint has no reward-weighting state (saved with another `reward_weighting`, or with "
+            "`save_only_model`). Resume from a checkpoint of this run's setting, or start a new run.",
+        ))
         self._sync_reward_weights()
 
 
