@@ -24,8 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
+from benchmarks.process_setup import prepare_process  # noqa: E402  (imports no torch)
+
+prepare_process()
 
 # Method -> the recipe fields that define it (everything else is shared). DAPO-style: TRL has no dynamic sampling.
 METHODS: dict[str, dict] = {

@@ -91,11 +91,10 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args()
-os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)  # before torch is imported
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.process_setup import prepare_process  # noqa: E402  (imports no torch)
+
+prepare_process(ARGS.threads)  # before torch is imported
 
 import datetime  # noqa: E402
 import json  # noqa: E402

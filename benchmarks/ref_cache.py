@@ -49,11 +49,10 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args()
-os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)  # before torch is imported
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.process_setup import prepare_process  # noqa: E402  (imports no torch)
+
+prepare_process(ARGS.threads)  # before torch is imported
 
 import datetime  # noqa: E402
 import gc  # noqa: E402
@@ -61,13 +60,11 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
-import psutil  # noqa: E402
-from peft import LoraConfig  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from peft import LoraConfig  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
@@ -75,65 +72,21 @@ from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from alignment.configs import PreferenceConfig  # noqa: E402
 from alignment.trainers import PreferenceTrainer  # noqa: E402
-from benchmarks.timing import LIVE_HEAP as _TIMING_LIVE_HEAP  # noqa: E402
+from benchmarks.timing import CUDA, close_sampler, start_memory_window, stop_memory_window  # noqa: E402
 from benchmarks.workloads import make_pairs, model_path  # noqa: E402
 
-CUDA = torch.cuda.is_available()
 torch.set_num_threads(ARGS.threads)
 hf_logging.set_verbosity_error()
-
-
-# glibc live-heap bytes, shared with the step benchmarks (0 where mallinfo2 is unavailable).
-LIVE_HEAP = _TIMING_LIVE_HEAP or (lambda: 0)
-
-
-class MemorySampler:
-    """Peak RSS and live heap, sampled every millisecond by a daemon thread between `start()` and `stop()`."""
-
-    def __init__(self):
-        self.process, self.active, self.peak_rss, self.peak_heap = psutil.Process(), False, 0, 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while True:
-            if self.active:
-                self.sample()
-            time.sleep(0.001)
-
-    def sample(self):
-        self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
-        self.peak_heap = max(self.peak_heap, LIVE_HEAP())
-
-    def start(self) -> int:
-        gc.collect()
-        base = LIVE_HEAP()
-        self.peak_rss, self.peak_heap, self.active = self.process.memory_info().rss, base, True
-        if CUDA:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        return base
-
-    def stop(self, base: int) -> dict:
-        self.sample()
-        self.active = False
-        if CUDA:
-            return {"mem_growth_mib": (torch.cuda.max_memory_allocated() - base) / 2**20,
-                    "peak_rss_mib": self.peak_rss / 2**20}
-        return {"mem_growth_mib": (self.peak_heap - base) / 2**20, "peak_rss_mib": self.peak_rss / 2**20}
-
-
-SAMPLER = MemorySampler()
 
 
 def run_once(kind: str, path: str, data: Dataset, tmp: str, cache_dir: str | None) -> dict:
     common = dict(
         output_dir=os.path.join(tmp, "out"), per_device_train_batch_size=ARGS.batch_size, num_train_epochs=1,
-        learning_rate=1e-4 if ARGS.lora else 1e-6, max_length=ARGS.max_length, report_to="none", save_strategy="no", logging_steps=10_000,
-        disable_tqdm=True, seed=0, use_cpu=not CUDA, bf16=False, gradient_checkpointing=False,
+        learning_rate=1e-4 if ARGS.lora else 1e-6, max_length=ARGS.max_length, report_to="none", save_strategy="no",
+        logging_steps=10_000, disable_tqdm=True, seed=0, use_cpu=not CUDA, bf16=False, gradient_checkpointing=False,
         dataloader_drop_last=True, loss_type=["sigmoid"], beta=0.1,
     )
-    base = SAMPLER.start()
+    base = start_memory_window()
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -151,7 +104,7 @@ def run_once(kind: str, path: str, data: Dataset, tmp: str, cache_dir: str | Non
     if CUDA:
         torch.cuda.synchronize()
     epoch_s = time.perf_counter() - start
-    memory = SAMPLER.stop(base)
+    memory = stop_memory_window(base)
     tokens = trainer._total_train_tokens
     result = {
         "run": {"trl": "TRL DPOTrainer", "first": "ours, 1st run (build)", "second": "ours, 2nd run (cache hit)"}[kind],
@@ -218,6 +171,7 @@ def main() -> None:
             json.dump({"args": vars(ARGS), "load_average": load, "summary": summary, "ratios": ratios, "runs": runs},
                       f, indent=2)
         print(f"written to {ARGS.out}")
+    close_sampler()
 
 
 if __name__ == "__main__":

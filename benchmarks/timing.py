@@ -17,6 +17,7 @@ Import this module only after the script has set `OMP_NUM_THREADS` (it imports t
 from __future__ import annotations
 
 import ctypes
+import gc
 import statistics
 import threading
 import time
@@ -105,6 +106,29 @@ def close_sampler() -> None:
     if _SAMPLER is not None:
         _SAMPLER.close()
         _SAMPLER = None
+
+
+def start_memory_window() -> int:
+    """Start measuring the peak memory of a whole run (model loading, trainer set-up and training), where `StepTimer`
+    measures inside optimiser steps only; returns the baseline to pass to `stop_memory_window`."""
+    gc.collect()
+    cpu = sampler()
+    cpu.reset()
+    cpu.active = True  # RSS is sampled on every device
+    if CUDA:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    return cpu.peak_heap
+
+
+def stop_memory_window(base: int) -> dict:
+    """``mem_growth_mib``: peak CUDA allocation (GPU) or peak live heap (CPU) over ``base``; ``peak_rss_mib``."""
+    cpu = sampler()
+    cpu.sample()
+    cpu.active = False
+    peak = torch.cuda.max_memory_allocated() if CUDA else cpu.peak_heap
+    return {"mem_growth_mib": (peak - base) / 2**20, "peak_rss_mib": cpu.peak_rss / 2**20}
 
 
 def memory_note() -> str:
