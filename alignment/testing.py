@@ -172,3 +172,17 @@ def record_generated_advantages(trainer, seen: dict, key: str = "advantages") ->
 
     trainer._generate_and_score_completions = recording
     return seen
+
+
+def float32_sum_tolerance(num_terms: int, magnitude: float, safety: float = 4.0) -> float:
+    """Absolute tolerance for comparing two float32 results that sum the same terms in a different order.
+
+    Recursive float32 summation of ``n`` terms has error at most ``(n − 1)·u·Σ|x_i|`` (Higham, *Accuracy and Stability of
+    Numerical Algorithms*, §4.2; ``u = ε/2`` the unit roundoff), so two orders differ by at most twice that. A tolerance
+    relative to the *result* is wrong for such comparisons: a sum of large terms that nearly cancel (a log-ratio of two
+    summed log-probs) has a tiny result and a large rounding error. ``magnitude`` is ``Σ|x_i|``, ``safety`` covers the
+    few upstream float32 operations (the terms themselves come from reductions computed in another layout).
+    """
+    import torch
+
+    return safety * num_terms * torch.finfo(torch.float32).eps * magnitude
