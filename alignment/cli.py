@@ -4,12 +4,14 @@ Each reads a YAML recipe with TRL's parser (`--config recipe.yaml`, CLI override
 pushes if asked. They return `(trainer, results)` so tests can inspect a run.
 """
 
+import logging
+
 from trl import DatasetMixtureConfig, ModelConfig
 
 from .adapters import merged_output
 from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, PreferenceConfig
 from .data_loading import load_recipe_datasets, split_or_fail
-from .evaluation import evaluate_answers
+from .evaluation import check_answer_evaluation, evaluate_answers
 from .script_utils import (
     answer_eval_dataset,
     evaluate_trained_model,
@@ -21,6 +23,22 @@ from .script_utils import (
 from .trainers import PreferenceTrainer
 from .trainers.group_rl import GroupRLTrainer
 from .trainers.sft import DomainSFTTrainer
+
+logger = logging.getLogger("alignment")
+
+
+class EvaluationFailed(RuntimeError):
+    """The model was trained, saved, carded (and pushed, if asked); an evaluation after training failed."""
+
+
+def _guarded(errors: dict[str, str], name: str, evaluate):
+    """Run one post-training evaluation; a failure is recorded in ``errors`` instead of losing the trained run."""
+    try:
+        return evaluate()
+    except Exception as error:  # any failure: the model is already saved and must still be carded and pushed
+        logger.exception("The %s evaluation failed after training; the model is saved and the run goes on.", name)
+        errors[name] = f"{type(error).__name__}: {error}"
+        return None
 
 
 def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_training_only: bool):
@@ -35,6 +53,8 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
     if eval_during_training_only and training_args.eval_strategy == "no":
         eval_dataset = None
     answers = answer_eval_dataset(script_args, data)
+    if answers is not None and (script_args.eval_before_training or script_args.eval_after_training):
+        check_answer_evaluation(tokenizer, answers)  # a layout it cannot read fails now, not after training
 
     results = {}
     if script_args.eval_before_training and answers is not None and state.is_main_process:
@@ -47,11 +67,22 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
         trainer_cls, model=model, tokenizer=tokenizer, training_args=training_args, model_args=model_args,
         train_dataset=train_dataset, eval_dataset=eval_dataset,
     )
+    # The model is saved. Evaluations after this point may fail (a reward, a data layout, memory): they are
+    # recorded, the card is written and the push happens, and only then does the run report the failure.
+    errors: dict[str, str] = {}
     if eval_dataset is not None:
-        results["preference" if fmt == "preference" else "eval"] = trainer.evaluate()
+        key = "preference" if fmt == "preference" else "eval"
+        metrics = _guarded(errors, key, trainer.evaluate)
+        if metrics is not None:
+            results[key] = metrics
     if trainer.accelerator.is_main_process:
         if answers is not None and script_args.eval_after_training:
-            results["after"] = evaluate_trained_model(trainer, tokenizer, answers, script_args, training_args.output_dir)
+            after = _guarded(errors, "after", lambda: evaluate_trained_model(
+                trainer, tokenizer, answers, script_args, training_args.output_dir))
+            if after is not None:
+                results["after"] = after
+        if errors:
+            results["evaluation_errors"] = errors
         results["world_size"] = trainer.accelerator.num_processes
         finalize_run(
             output_dir=training_args.output_dir, method=method_of(training_args), base_model=model_path,
@@ -62,6 +93,11 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
         )
     trainer.accelerator.wait_for_everyone()
     trainer.end()
+    if errors:
+        raise EvaluationFailed(
+            f"Training finished and the model was saved to {training_args.output_dir}"
+            + (" and pushed" if push_to_hub and trainer.accelerator.is_main_process else "")
+            + f", but evaluation failed: {errors}. See eval_results.json and the log above.")
     return trainer, results
 
 
