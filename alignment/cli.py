@@ -10,6 +10,7 @@ from trl import DatasetMixtureConfig, ModelConfig
 
 from .adapters import merged_output
 from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, PreferenceConfig
+from .data_layouts import normalize_layouts
 from .data_loading import load_recipe_datasets, split_or_fail
 from .evaluation import check_answer_evaluation, evaluate_answers
 from .script_utils import (
@@ -47,7 +48,7 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
         (AlignmentScriptArguments, config_cls, ModelConfig, DatasetMixtureConfig), argv
     )
     model, tokenizer, model_path = load_model_and_tokenizer(model_args, script_args, training_args)
-    data = load_recipe_datasets(script_args, mixture_args, fmt=fmt)
+    data = normalize_layouts(load_recipe_datasets(script_args, mixture_args, fmt=fmt), fmt)
     train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
     eval_dataset = data.get(script_args.dataset_test_split)
     if eval_during_training_only and training_args.eval_strategy == "no":

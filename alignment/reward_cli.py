@@ -181,6 +181,7 @@ def reward_main(argv=None):
 
     from .adapters import merged_output
     from .configs import AlignmentScriptArguments
+    from .data_layouts import normalize_layouts
     from .data_loading import load_recipe_datasets, split_or_fail
     from .script_utils import finalize_run, start_run, train_and_save
 
@@ -190,7 +191,7 @@ def reward_main(argv=None):
     )
 
     model, tokenizer, model_path = load_reward_model_and_tokenizer(model_args, script_args, training_args)
-    data = load_recipe_datasets(script_args, mixture_args, fmt="preference")
+    data = normalize_layouts(load_recipe_datasets(script_args, mixture_args, fmt="preference"), "preference")
     train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
     eval_dataset = data.get(script_args.dataset_test_split)
     for name, dataset in (("train", train_dataset), ("test", eval_dataset)):
