@@ -1,0 +1,145 @@
+"""On-policy preference pairs from prompts and a verifier: sample K completions, score them, pair them.
+
+The loop of iterative DPO / IRPO (Pang et al., arXiv 2404.19733; Xiong et al., arXiv 2312.11456): for each prompt,
+sample ``K`` completions from the current model, score each with reward functions (a verifier such as the math
+reward, a registry reward, a user's function or a reward model), and keep pairs whose scores differ:
+
+* ``best_vs_worst``: one pair per prompt, the highest-scoring completion against the lowest (ties broken by sample
+  order), kept when ``score(best) − score(worst) ≥ min_margin``; the usual on-policy DPO construction.
+* ``pass_fail``: every (passing, failing) combination with ``score ≥ threshold`` vs ``score < threshold``, at most
+  ``max_pairs_per_prompt`` per prompt (IRPO pairs correct against incorrect reasoning chains).
+
+Each pair carries ``margin = score(chosen) − score(rejected)`` (MADPO reads it), both scores, and the prompt's other
+columns (``answer``, ``domain``, ...). Prompts whose completions all score the same give no pair; the count is
+reported. Scores are the weighted sum of the rewards (TRL's convention: a reward returning None for a completion, i.e.
+"not applicable", contributes nothing; a completion that no reward scores is left out of pairing).
+
+Sampling uses transformers' ``generate`` (``do_sample=True``, ``num_return_sequences=K``), batched over prompts with
+left padding, seeded; prompts are built exactly as the trainers build them (`alignment.evaluation.prompt_texts`).
+Written by hand because TRL has no offline sample-and-pair step (its online DPO trainer pairs inside training).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+STRATEGIES = ("best_vs_worst", "pass_fail")
+
+
+@torch.no_grad()
+def sample_completions(model, tokenizer, prompts: Sequence, *, num_samples: int, max_new_tokens: int = 128,
+                       temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 8,
+                       seed: int | None = None) -> list[list[str]]:
+    """``num_samples`` sampled completions (text of the new tokens) for each prompt; ``[len(prompts)][num_samples]``."""
+    from .evaluation import prompt_texts
+
+    if num_samples < 2:
+        raise ValueError(f"`num_samples` must be at least 2 to form pairs, got {num_samples}.")
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    old_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    completions: list[list[str]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start : start + batch_size])
+            standard = all(isinstance(prompt, str) for prompt in batch)  # special tokens as TRL adds them
+            enc = tokenizer(prompt_texts(tokenizer, batch), return_tensors="pt", padding=True,
+                            add_special_tokens=standard).to(model.device)
+            out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=None,
+                                 max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            completions += [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
+    finally:
+        tokenizer.padding_side = old_side
+    return completions
+
+
+def score_completions(reward_funcs: Sequence[Callable], prompts: Sequence, completions: Sequence[Sequence[str]],
+                      columns: dict[str, Sequence], weights: Sequence[float] | None = None) -> list[list[float]]:
+    """Weighted reward of every completion, ``[len(prompts)][K]``; NaN where no reward applies.
+
+    Rewards are called as TRL's GRPOTrainer calls them: flat lists of prompts and completions (conversational
+    completions ``[{"role": "assistant", "content": ...}]`` when the prompts are conversational) and each dataset
+    column repeated once per completion.
+    """
+    weights = [1.0] * len(reward_funcs) if weights is None else list(weights)
+    if len(weights) != len(reward_funcs):
+        raise ValueError(f"`reward_weights` has {len(weights)} values for {len(reward_funcs)} reward functions.")
+    counts = [len(group) for group in completions]
+    flat_prompts = [prompt for prompt, k in zip(prompts, counts) for _ in range(k)]
+    flat = [text for group in completions for text in group]
+    flat_completions = [text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
+                        for prompt, text in zip(flat_prompts, flat)]
+    flat_columns = {name: [value for value, k in zip(values, counts) for _ in range(k)]
+                    for name, values in columns.items()}
+    total = [0.0] * len(flat)
+    scored = [False] * len(flat)
+    for fn, weight in zip(reward_funcs, weights):
+        name = getattr(fn, "__name__", repr(fn))
+        values = fn(prompts=flat_prompts, completions=flat_completions, **flat_columns)
+        if values is None or len(values) != len(flat):
+            raise ValueError(f"Reward {name!r} returned {None if values is None else len(values)} values for "
+                             f"{len(flat)} completions; it must return one float (or None) per completion.")
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            if not math.isfinite(float(value)):
+                raise ValueError(f"Reward {name!r} returned {value} for completion {i}; return a finite number, or "
+                                 "None for 'not applicable'.")
+            total[i] += weight * float(value)
+            scored[i] = True
+    flat_scores = [score if ok else math.nan for score, ok in zip(total, scored)]
+    out, start = [], 0
+    for k in counts:
+        out.append(flat_scores[start : start + k])
+        start += k
+    return out
+
+
+def pair_indices(scores: Sequence[float], *, strategy: str = "best_vs_worst", threshold: float = 0.5,
+                 min_margin: float = 0.0, max_pairs_per_prompt: int | None = None) -> list[tuple[int, int]]:
+    """(chosen, rejected) completion indices of one prompt under ``strategy`` (see the module docstring)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown pair strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
+    if min_margin < 0:
+        raise ValueError(f"`min_margin` must be >= 0, got {min_margin}.")
+    valid = [i for i, score in enumerate(scores) if not math.isnan(score)]
+    if strategy == "best_vs_worst":
+        if len(valid) < 2:
+            return []
+        best = max(valid, key=lambda i: (scores[i], -i))  # first of the best
+        worst = min(valid, key=lambda i: (scores[i], i))  # first of the worst
+        margin = scores[best] - scores[worst]
+        return [(best, worst)] if margin > 0 and margin >= min_margin else []
+    passing = [i for i in valid if scores[i] >= threshold]
+    failing = [i for i in valid if scores[i] < threshold]
+    pairs = [(p, f) for p in passing for f in failing if scores[p] - scores[f] >= min_margin]
+    return pairs if max_pairs_per_prompt is None else pairs[:max_pairs_per_prompt]
+
+
+def build_pairs(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]],
+                scores: Sequence[Sequence[float]], **pairing: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Preference rows from sampled completions and their scores, and counts for the log.
+
+    ``rows``: the prompt rows (``prompt`` plus any other columns, copied into each pair). Conversational prompts give
+    conversational pairs (``chosen``/``rejected`` as one assistant message), standard prompts give strings.
+    """
+    pairs: list[dict[str, Any]] = []
+    no_pair = 0
+    for row, group, group_scores in zip(rows, completions, scores):
+        indices = pair_indices(group_scores, **pairing)
+        no_pair += not indices
+        conversational = not isinstance(row["prompt"], str)
+        for chosen, rejected in indices:
+            def as_completion(text: str):
+                return [{"role": "assistant", "content": text}] if conversational else text
+
+            pairs.append({**row, "chosen": as_completion(group[chosen]), "rejected": as_completion(group[rejected]),
+                          "score_chosen": group_scores[chosen], "score_rejected": group_scores[rejected],
+                          "margin": group_scores[chosen] - group_scores[rejected]})
+    return pairs, {"prompts": len(rows), "pairs": len(pairs), "prompts_without_pair": no_pair}

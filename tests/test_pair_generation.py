@@ -1,0 +1,76 @@
+"""On-policy pair generation: pairing rules by hand, TRL-style reward calls, and the sampler's shapes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignment.pair_generation import build_pairs, pair_indices, sample_completions, score_completions
+
+
+def test_best_vs_worst_takes_the_first_best_and_the_first_worst():
+    assert pair_indices([0.0, 1.0, 0.5, 1.0, 0.0]) == [(1, 0)]
+    assert pair_indices([0.2, 0.2, 0.2]) == []  # no preference, no pair
+    assert pair_indices([math.nan, 1.0, 0.0]) == [(1, 2)]  # an unscored completion is never paired
+    assert pair_indices([1.0, 0.9], min_margin=0.2) == []  # gap 0.1 below the minimum
+
+
+def test_pass_fail_pairs_every_passing_with_every_failing_completion():
+    scores = [1.0, 0.0, 1.0, 0.0, 0.4]
+    assert pair_indices(scores, strategy="pass_fail") == [(0, 1), (0, 3), (0, 4), (2, 1), (2, 3), (2, 4)]
+    assert pair_indices(scores, strategy="pass_fail", max_pairs_per_prompt=2) == [(0, 1), (0, 3)]
+    assert pair_indices(scores, strategy="pass_fail", threshold=0.3) == [(0, 1), (0, 3), (2, 1), (2, 3), (4, 1),
+                                                                         (4, 3)]
+    with pytest.raises(ValueError, match="best_vs_worst, pass_fail"):
+        pair_indices(scores, strategy="best")
+
+
+def test_pairs_carry_margin_scores_columns_and_the_prompt_format():
+    rows = [{"prompt": "What is 2 + 2?", "answer": "4"},
+            {"prompt": [{"role": "user", "content": "What is 3 + 3?"}], "answer": "6"},
+            {"prompt": "What is 1 + 1?", "answer": "2"}]
+    completions = [["4", "5"], ["7", "6"], ["3", "3"]]
+    scores = [[1.0, 0.25], [0.0, 1.0], [0.0, 0.0]]
+    pairs, counts = build_pairs(rows, completions, scores)
+    assert counts == {"prompts": 3, "pairs": 2, "prompts_without_pair": 1}
+    assert pairs[0] == {"prompt": "What is 2 + 2?", "answer": "4", "chosen": "4", "rejected": "5",
+                        "score_chosen": 1.0, "score_rejected": 0.25, "margin": 0.75}
+    assert pairs[1]["chosen"] == [{"role": "assistant", "content": "6"}]  # conversational prompt, conversational pair
+    assert pairs[1]["rejected"] == [{"role": "assistant", "content": "7"}] and pairs[1]["margin"] == 1.0
+
+
+def test_rewards_are_called_as_trl_calls_them_and_weighted():
+    seen = {}
+
+    def exact(prompts, completions, answer, **kwargs):
+        seen.update(prompts=prompts, completions=completions, answer=answer)
+        return [float(c == a) for c, a in zip(completions, answer)]
+
+    def shortness(prompts, completions, **kwargs):
+        return [None if c == "skip" else -len(c) for c in completions]  # None: not applicable (TRL's convention)
+
+    scores = score_completions([exact, shortness], ["p1", "p2"], [["4", "44"], ["skip", "6"]],
+                               {"answer": ["4", "6"]}, weights=[2.0, 0.5])
+    assert seen["prompts"] == ["p1", "p1", "p2", "p2"] and seen["answer"] == ["4", "4", "6", "6"]
+    assert scores == [[2.0 - 0.5, -1.0], [0.0, 2.0 - 0.5]]  # "skip": exact scores 0, shortness does not apply
+    with pytest.raises(ValueError, match="returned nan"):
+        score_completions([lambda prompts, completions, **kw: [math.nan] * len(completions)], ["p"], [["a", "b"]], {})
+    with pytest.raises(ValueError, match="returned 1 values for 2"):
+        score_completions([lambda prompts, completions, **kw: [0.0]], ["p"], [["a", "b"]], {})
+
+
+def test_sampling_gives_k_seeded_completions_per_prompt(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = ["What is 2 + 2?", [{"role": "user", "content": "What is 3 + 3?"}], "What is 4 + 4?"]
+    first = sample_completions(model, tokenizer, prompts, num_samples=3, max_new_tokens=6, batch_size=2, seed=0)
+    again = sample_completions(model, tokenizer, prompts, num_samples=3, max_new_tokens=6, batch_size=2, seed=0)
+    assert [len(group) for group in first] == [3, 3, 3] and first == again
+    assert len({text for group in first for text in group}) > 3  # sampled, not greedy copies
+    assert tokenizer.padding_side == AutoTokenizer.from_pretrained(tiny_model_dir).padding_side  # restored
+    with pytest.raises(ValueError, match="at least 2"):
+        sample_completions(model, tokenizer, prompts, num_samples=1)
+    assert torch.is_grad_enabled()  # the no-grad decorator does not leak
