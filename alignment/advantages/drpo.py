@@ -33,8 +33,9 @@ def drpo_advantages(
     ``A_i = G · ∂J/∂s_i`` reproduces DRPO's per-token gradient ``−(1/#prompts) · ∂J/∂s_i / |o_i|`` exactly. Any
     other aggregation does not: TRL's default ``dapo`` (token sum over the batch) weights completion ``i``'s gradient
     by ``|o_i|``, against DRPO's length control. So the estimator is registered with ``loss_type="grpo"``:
-    `GroupRLConfig` picks it when ``loss_type`` is unset and an explicit other choice is an error at start-up. Groups that are all-correct or all-wrong get 0 (the
-    paper drops them; they still count in the ``1/#prompts`` normaliser, as here). Correct means
+    `GroupRLConfig` picks it when ``loss_type`` is unset and an explicit other choice is an error at start-up.
+    Groups that are all-correct or all-wrong get 0 (the paper drops them; they still count in the ``1/#prompts``
+    normaliser, as here). Correct means
     ``reward >= correct_threshold`` (default 0.5; the official code uses ``reward == 1`` / ``reward == 0``, the same
     on 0/1 rewards).
 
