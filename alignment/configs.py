@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from trl import DPOConfig, GRPOConfig, ScriptArguments, SFTConfig
+
+from .advantages import resolve_loss_type
 
 
 @dataclass
@@ -449,6 +451,10 @@ class AlignmentSFTConfig(DomainReweightingArguments, SFTConfig):
     """TRL's `SFTConfig` plus online domain reweighting (`domain_*` fields, `DomainReweightingArguments`)."""
 
 
+# TRL's own default aggregation, for estimators that work with any (GroupRLConfig leaves `loss_type` unset).
+_TRL_GRPO_LOSS_TYPE = next(f.default for f in fields(GRPOConfig) if f.name == "loss_type")
+
+
 @dataclass
 class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
     """TRL's `GRPOConfig` with advantages from the `alignment.advantages` registry and the clipping variants of
@@ -532,6 +538,14 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             "the neutral ratio band (1 - eps_low/2, 1 + eps_high/2) and for other tokens inside it."
         },
     )
+    loss_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "TRL's loss aggregation (`grpo`, `dapo`, `dr_grpo`, `bnpo`, ...). Unset: the one the "
+            "`advantage_estimator` is derived for (`grpo` for `drpo`), else TRL's default `dapo`. An estimator that "
+            "needs one aggregation rejects any other at start-up."
+        },
+    )
     hapo_clip_alpha: float = field(default=1.0, metadata={"help": "HAPO `clip_alpha` (strength of adaptive clipping)."})
     hapo_adv_beta: float = field(default=1.0, metadata={"help": "HAPO `adv_beta` (strength of redistribution)."})
     hapo_entropy_pivot: float = field(
@@ -554,4 +568,5 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             setattr(self, name, dict(value or {}))
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
+        self.loss_type = resolve_loss_type(self.advantage_estimator, self.loss_type, default=_TRL_GRPO_LOSS_TYPE)
         super().__post_init__()

@@ -11,6 +11,7 @@ from alignment.advantages import (
     get_advantage_estimator,
     list_advantage_estimators,
     register_advantage_estimator,
+    resolve_loss_type,
     validate_advantage_estimator,
 )
 
@@ -279,6 +280,20 @@ def test_errors_name_the_field_and_the_valid_choices():
         compute_advantages("grpo", torch.tensor([0.0, float("nan")]), 2)
     with pytest.raises(ValueError, match="max_completion_length` must be a positive int"):
         compute_advantages("drpo", rewards, 2, completion_lengths=torch.ones(4), max_completion_length=0)
+
+
+def test_loss_type_resolution_follows_the_estimator():
+    # drpo's advantages reproduce its gradient only under the per-sequence token mean (see its docstring).
+    assert get_advantage_estimator("drpo").loss_type == "grpo"
+    assert get_advantage_estimator("grpo").loss_type is None
+    assert resolve_loss_type("drpo", None, default="dapo") == "grpo"
+    assert resolve_loss_type("drpo", "grpo", default="dapo") == "grpo"
+    assert resolve_loss_type("ngrpo", None, default="dapo") == "dapo"
+    assert resolve_loss_type("ngrpo", "bnpo", default="dapo") == "bnpo"
+    with pytest.raises(ValueError, match="'drpo' needs `loss_type: grpo`.*got `loss_type: dr_grpo`.*remove"):
+        resolve_loss_type("drpo", "dr_grpo", default="dapo")
+    with pytest.raises(ValueError, match="Valid names"):
+        resolve_loss_type("gpro", None, default="dapo")
 
 
 def test_inputs_an_estimator_does_not_use_are_accepted_and_ignored():

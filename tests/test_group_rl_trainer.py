@@ -242,6 +242,7 @@ def test_hapo_switches_train_and_log(tiny_model_dir, tmp_path, prompts):
         ({"hapo_advantage_redistribution": True, "entropy_coef": 0.01}, "entropy_coef"),
         ({"hapo_compat_code": True}, "no HAPO switch"),
         ({"hapo_adaptive_clip": True, "hapo_entropy_pivot": 1.5}, "hapo_entropy_pivot"),
+        ({"advantage_estimator": "drpo", "loss_type": "dapo"}, "needs `loss_type: grpo`"),
         ({"reward_kwargs": {"format_reward": {}}}, "reward_kwargs"),
     ],
 )
@@ -311,7 +312,7 @@ def test_two_process_cpu_launch(tiny_model_dir, tmp_path):
 
 GROUP_RL_RECIPES = ["smollm2-135m/grpo.yaml", "smollm2-135m/dr_grpo.yaml", "smollm2-135m/dapo.yaml",
                     "smollm2-135m/ngrpo.yaml", "smollm2-135m/grpo-vllm.yaml", "smollm2-135m/grpo-multiobjective.yaml",
-                    "smollm2-135m/remax.yaml", "tiny/grpo.yaml"]
+                    "smollm2-135m/remax.yaml", "smollm2-135m/drpo.yaml", "tiny/grpo.yaml"]
 
 
 @pytest.mark.parametrize("recipe", GROUP_RL_RECIPES)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
@@ -76,8 +77,34 @@ def test_irpo_and_rpo_hand_values():
     torch.testing.assert_close(irpo, torch.tensor([dpo(2.25, 0.1) + 0.5 * 0.375, dpo(-2.0, 0.1) + 0.5 * 1.0]))
     torch.testing.assert_close(metrics["irpo/nll"], torch.tensor([0.375, 1.0]))
     rpo, metrics = compute_preference_loss("rpo", batch, beta=0.1, eta=0.5)
-    torch.testing.assert_close(rpo, torch.tensor([dpo(2.25, 0.1) + 0.5 * 0.75, dpo(-2.0, 0.1) + 0.5 * 3.0]))
+    # the NLL term carries β: η·β·(−ℓ_θ(y_w)) = 0.05·[0.75, 3]
+    torch.testing.assert_close(rpo, torch.tensor([dpo(2.25, 0.1) + 0.05 * 0.75, dpo(-2.0, 0.1) + 0.05 * 3.0]))
     torch.testing.assert_close(metrics["rpo/nll"], torch.tensor([0.75, 3.0]))
+
+
+def official_rpo_losses(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+                        *, beta, eta):
+    """Transcription of the official `dpo_loss` (loss_type sigmoid, no label smoothing) in
+    YSLIU627/Regularized-Preference-Optimization alignment-handbook/scripts/rpo_trainer.py; logps are token sums."""
+    logits = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
+    losses = -F.logsigmoid(beta * logits)
+    losses -= policy_chosen_logps * beta * eta
+    return losses
+
+
+@pytest.mark.parametrize("beta, eta", [(0.01, 0.005), (0.05, 0.005), (0.5, 0.2)])
+def test_rpo_matches_the_official_code_values_and_gradient(beta, eta):
+    batch = token_batch()
+    batch.chosen_logps.requires_grad_(True)
+    ours, _ = compute_preference_loss("rpo", batch, beta=beta, eta=eta)
+    ours.mean().backward()
+    chosen = token_batch().chosen_logps.requires_grad_(True)
+    ref = token_batch()
+    official = official_rpo_losses((chosen * ref.chosen_mask).sum(-1), ref.rejected_logps_sum,
+                                   ref.ref_chosen_logps_sum, ref.ref_rejected_logps_sum, beta=beta, eta=eta)
+    official.mean().backward()
+    torch.testing.assert_close(ours, official.detach())
+    torch.testing.assert_close(batch.chosen_logps.grad, chosen.grad)
 
 
 def test_nll_regularised_defaults():

@@ -2,7 +2,8 @@
 
 Public entry point: ``compute_advantages(name, rewards, group_size, **hparams_and_inputs) -> advantages`` with
 ``rewards`` ``[N]`` laid out group by group and advantages ``[N]``; `get_advantage_estimator(name)` gives the spec
-(``.requires``: the per-batch inputs it needs, ``.hparams``: its hyper-parameters and defaults) and
+(``.requires``: the per-batch inputs it needs, ``.hparams``: its hyper-parameters and defaults, ``.loss_type``:
+the TRL loss aggregation it needs, if any), `resolve_loss_type` picks / checks that aggregation, and
 `validate_advantage_estimator(name, **hparams)` checks a configuration before training.
 """
 
@@ -13,6 +14,7 @@ from .registry import (
     get_advantage_estimator,
     list_advantage_estimators,
     register_advantage_estimator,
+    resolve_loss_type,
     validate_advantage_estimator,
 )
 
@@ -26,5 +28,6 @@ __all__ = [
     "get_advantage_estimator",
     "list_advantage_estimators",
     "register_advantage_estimator",
+    "resolve_loss_type",
     "validate_advantage_estimator",
 ]

@@ -7,7 +7,8 @@ import torch
 from .registry import register_advantage_estimator, require_positive
 
 
-@register_advantage_estimator("drpo", requires=("completion_lengths", "max_completion_length"))
+# Only the per-sequence token mean reproduces DRPO's per-token gradient (see the docstring).
+@register_advantage_estimator("drpo", requires=("completion_lengths", "max_completion_length"), loss_type="grpo")
 def drpo_advantages(
     rewards: torch.Tensor,
     *,
@@ -29,17 +30,22 @@ def drpo_advantages(
     Mapping onto advantages: ``∂J/∂s_i = ŵ_i`` for ``i ∈ pos`` and ``∂J/∂s_j = −softmax_{j∈neg}(s_j/τ)`` for
     ``j ∈ neg``. With a loss that averages each completion's tokens and then the ``N = #prompts · G`` completions
     (TRL ``loss_type="grpo"``), the gradient at ratio 1 is ``(1/N) Σ_i A_i ∇s_i``, so returning
-    ``A_i = G · ∂J/∂s_i`` reproduces DRPO's gradient exactly. Groups that are all-correct or all-wrong get 0 (the
-    paper drops them; they still count in the ``1/#prompts`` normaliser, as here). Correct means
+    ``A_i = G · ∂J/∂s_i`` reproduces DRPO's per-token gradient ``−(1/#prompts) · ∂J/∂s_i / |o_i|`` exactly. Any
+    other aggregation does not: TRL's default ``dapo`` (token sum over the batch) weights completion ``i``'s gradient
+    by ``|o_i|``, against DRPO's length control. So the estimator is registered with ``loss_type="grpo"``:
+    `GroupRLConfig` picks it when ``loss_type`` is unset and an explicit other choice is an error at start-up.
+    Groups that are all-correct or all-wrong get 0 (the paper drops them; they still count in the ``1/#prompts``
+    normaliser, as here). Correct means
     ``reward >= correct_threshold`` (default 0.5; the official code uses ``reward == 1`` / ``reward == 0``, the same
     on 0/1 rewards).
 
-    Approximations: (1) the negative weights need the completions' current scores ``s_j``; pass
-    ``completion_mean_logps`` ``[N]`` (rollout-policy mean token log-probs, equal to the current ones on the first
-    update of a batch) or the weights become uniform ``1/|neg|``, the ``τ → ∞`` limit, close to the default
-    ``τ = 10`` when the mean log-probs differ by much less than ``τ``. (2) DRPO's squared-hinge KL trust region
-    ``sg[β·max(KL − δ, 0)]·KL`` replaces PPO clipping in the paper; it is not an advantage, so the trainer's own
-    clipping / KL settings apply instead.
+    Paper/code vs here: (1) the negative weights need the completions' current scores ``s_j``. `GroupRLTrainer`
+    passes ``completion_mean_logps`` ``[N]``: the mean token log-probs of the policy that sampled the batch, equal
+    to the current ones on the first (with TRL's defaults the only) update of a batch; the official code recomputes
+    them at every update of later mini-batches. Called without them the weights are uniform ``1/|neg|``, the
+    ``τ → ∞`` limit. (2) DRPO's squared-hinge KL trust region ``sg[β·max(KL − δ, 0)]·KL`` replaces PPO clipping in
+    the paper; it is not an advantage, so the trainer's own clipping / KL settings apply instead (at ratio 1, on
+    the first update, neither changes the gradient: the official constraint is 0 there too).
 
     Shapes: rewards, ``completion_lengths`` ``[num_groups, G]``; ``max_completion_length`` int (``L_max``, lengths
     must not exceed it); advantages ``[num_groups, G]``. Defaults (official script): ``length_lambda`` λ = 0.1,

@@ -17,7 +17,9 @@ Keyword-only parameters with a default are hyper-parameters (settable from a rec
   the rollout policy (``[num_groups, G]`` for the estimator; optional input of ``drpo``).
 
 ``requires`` lists the inputs an estimator cannot work without (keyword-only, no default); an input it merely can use
-is a keyword-only parameter defaulting to ``None``. The public entry point is `compute_advantages`; names,
+is a keyword-only parameter defaulting to ``None``. ``loss_type`` names the TRL loss aggregation an estimator's
+advantages are derived for, when only one reproduces its gradient (`resolve_loss_type` picks it when a config leaves
+``loss_type`` unset and rejects any other). The public entry point is `compute_advantages`; names,
 hyper-parameters and inputs are checked there (and by `validate_advantage_estimator` at start-up) with the valid
 choices in the message.
 """
@@ -53,6 +55,7 @@ class AdvantageEstimatorSpec:
     hparams: dict[str, Any] = field(default_factory=dict)  # name -> default
     requires: tuple[str, ...] = ()  # inputs (from ADVANTAGE_INPUTS) the estimator cannot work without
     optional_inputs: tuple[str, ...] = ()  # inputs it uses when given
+    loss_type: str | None = None  # the only TRL loss aggregation its advantages are derived for (None: any)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -68,9 +71,10 @@ _ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimatorSpec] = {}
 
 
 def register_advantage_estimator(
-    name: str, *, requires: tuple[str, ...] = ()
+    name: str, *, requires: tuple[str, ...] = (), loss_type: str | None = None
 ) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Register ``fn`` under ``name``. ``requires`` must name keyword-only parameters of ``fn`` without defaults."""
+    """Register ``fn`` under ``name``. ``requires`` must name keyword-only parameters of ``fn`` without defaults;
+    ``loss_type``: the TRL loss aggregation the advantages need (None: any)."""
     unknown = sorted(set(requires) - set(ADVANTAGE_INPUTS))
     if unknown:
         raise ValueError(
@@ -95,7 +99,8 @@ def register_advantage_estimator(
             )
         hparams = {n: p.default for n, p in params.items() if n not in ADVANTAGE_INPUTS}
         _ADVANTAGE_ESTIMATORS[name] = AdvantageEstimatorSpec(
-            name=name, fn=fn, hparams=hparams, requires=tuple(requires), optional_inputs=optional
+            name=name, fn=fn, hparams=hparams, requires=tuple(requires), optional_inputs=optional,
+            loss_type=loss_type,
         )
         return fn
 
@@ -197,6 +202,21 @@ def validate_advantage_estimator(name: str, **hparams: Any) -> None:
         "completion_mean_logps": torch.tensor([-1.0, -1.5, -2.0, -2.5]),
     }
     compute_advantages(name, torch.tensor([0.0, 1.0, 1.0, 0.0]), 2, **dummy_inputs, **hparams)
+
+
+def resolve_loss_type(name: str, loss_type: str | None, *, default: str) -> str:
+    """The TRL ``loss_type`` to train estimator ``name`` with: ``loss_type`` when set, else the aggregation the
+    estimator is derived for, else ``default`` (TRL's). An explicit choice other than the estimator's is an error."""
+    required = get_advantage_estimator(name).loss_type
+    if loss_type is None:
+        return required or default
+    if required is not None and loss_type != required:
+        raise ValueError(
+            f"advantage_estimator {name!r} needs `loss_type: {required}` (its advantages reproduce the method's "
+            f"gradient only under that aggregation), got `loss_type: {loss_type}`. Set `loss_type: {required}` or "
+            f"remove `loss_type` from the recipe."
+        )
+    return loss_type
 
 
 def require_positive(name: str, value: float) -> None:

@@ -1,4 +1,4 @@
-"""DPO plus an NLL term on the chosen response: IRPO (length-normalised) and RPO (sequence-level)."""
+"""DPO plus an NLL term on the chosen response: IRPO (length-normalised) and RPO (sequence-level, scaled by β)."""
 
 from __future__ import annotations
 
@@ -39,20 +39,27 @@ def irpo_loss(
 def rpo_loss(
     batch: PreferenceBatch, *, beta: float = 0.1, eta: float = 0.005
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """RPO (Liu et al., NeurIPS 2024, arXiv 2405.16436): DPO + η × sequence NLL of the chosen response.
+    """RPO (Liu et al., NeurIPS 2024, arXiv 2405.16436): DPO + η·β × sequence NLL of the chosen response.
 
-    ``L = −log σ(βh) − η · ℓ_θ(y_w)`` with ``ℓ_θ(y_w)`` the **summed** (sequence-level) log-likelihood, the baseline
-    distribution being the chosen responses; shape ``[B]``. ``eta`` η defaults to 0.005 (paper App. E.1, via TRL's
-    paper index, together with ``beta=0.01``; ``beta`` defaults to 0.1 here like every loss — set 0.01 in the recipe).
+    ``L = −log σ(βh) − η·β · ℓ_θ(y_w)`` with ``ℓ_θ(y_w)`` the **summed** (sequence-level) log-likelihood, the baseline
+    distribution being the chosen responses; shape ``[B]`` (the trainer averages over the batch, as the official code
+    does with ``losses.mean()``). ``eta`` η defaults to 0.005 (paper App. E.1 and the official zephyr recipes,
+    together with ``beta=0.01``; ``beta`` defaults to 0.1 here like every loss — set 0.01 in the recipe).
 
-    Convention: TRL's recipe ``loss_type=["sigmoid","sft"], loss_weights=[1.0, 0.005]`` uses a token-**mean** NLL,
-    so its effective η is smaller by about the mean chosen length; this loss keeps the paper's sequence sum. To get
-    TRL's scale use ``irpo`` with ``alpha: 0.005`` (per-example length-normalised). Not to be confused with TRL's old
-    ``rpo_alpha``, which implements IRPO's length-normalised term.
+    Paper vs code: we follow the official code (YSLIU627/Regularized-Preference-Optimization,
+    ``alignment-handbook/scripts/rpo_trainer.py``: ``losses -= policy_chosen_logps * self.beta * self.eta`` with
+    ``policy_chosen_logps`` the token **sum** from ``get_batch_logps``), where the NLL term carries β. Without the β
+    the term is 1/β too strong (100x at β=0.01). The authors' OpenRLHF variant instead adds a token-mean NLL with
+    its own coefficient (``--nll_loss_coef 0.2``, no β); that is ``irpo`` with ``alpha: 0.2`` here.
 
-    Metrics: ``rpo/nll`` (``−ℓ_θ(y_w)``) per example.
+    Convention: TRL's recipe ``loss_type=["sigmoid","sft"], loss_weights=[1.0, 0.005]`` uses a token-**mean** NLL
+    without β, so it matches this loss only for chosen responses of about 1/β = 100 tokens (0.005/|y_w| vs η·β per
+    token). To get TRL's scale use ``irpo`` with ``alpha: 0.005`` (per-example length-normalised). Not to be confused
+    with TRL's old ``rpo_alpha``, which implements IRPO's length-normalised term.
+
+    Metrics: ``rpo/nll`` (``−ℓ_θ(y_w)``, unscaled) per example.
     """
     require_positive("beta", beta)
     _require_nonnegative("eta", eta)
     nll = -batch.chosen_logps_sum
-    return -F.logsigmoid(beta * batch.logratio_margin) + eta * nll, {"rpo/nll": nll.detach()}
+    return -F.logsigmoid(beta * batch.logratio_margin) + eta * beta * nll, {"rpo/nll": nll.detach()}

@@ -7,6 +7,8 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   `advantages` in its output with `compute_advantages(args.advantage_estimator, rewards, num_generations,
   **args.advantage_kwargs, completion_lengths=..., max_completion_length=...)` over the whole generation batch (all
   processes), sliced to this process exactly as TRL slices. The logged completions table shows the same values.
+  An estimator that takes `completion_mean_logps` (DRPO) gets the sampling policy's mean token log-probs
+  (`rollout_logps`); one derived for a single `loss_type` gets it by default (`GroupRLConfig`) and rejects others.
 - **Clipping.** TRL's `epsilon` / `epsilon_high` already give asymmetric bounds (NGRPO 0.16 / 0.24, DAPO 0.2 / 0.28).
   With `clip_by_advantage_sign` or a HAPO switch on, `_compute_loss` runs `alignment.trainers.policy_surrogate`
   instead of TRL's surrogate (same per-token log-probs, same loss aggregation per `loss_type`).
@@ -32,14 +34,15 @@ import torch
 from datasets import Dataset
 from trl import GRPOTrainer
 
-from ..advantages import compute_advantages, get_advantage_estimator, validate_advantage_estimator
+from ..advantages import compute_advantages, get_advantage_estimator, resolve_loss_type, validate_advantage_estimator
 from .domain_reweighting import DomainReweightingMixin
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
+from .rollout_logps import completion_mean_logps
 from .policy_surrogate import adaptive_clip_bounds, clipped_surrogate, normalized_entropy, redistribute_advantages
 
 # Per-batch estimator inputs this trainer supplies (see `_estimator_inputs`).
-_SUPPLIED_INPUTS = ("completion_lengths", "max_completion_length", "baseline_rewards")
+_SUPPLIED_INPUTS = ("completion_lengths", "max_completion_length", "baseline_rewards", "completion_mean_logps")
 # Reward function whose score defines "correct" for the all-wrong-group statistic.
 _CORRECTNESS_REWARD = "accuracy_reward"
 
@@ -148,6 +151,8 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
             raise ValueError(f"advantage_estimator {spec.name!r} needs {missing}, which GroupRLTrainer does not "
                              f"produce (it supplies {list(_SUPPLIED_INPUTS)}). Choose another estimator.")
         validate_advantage_estimator(args.advantage_estimator, **args.advantage_kwargs)
+        # GroupRLConfig resolved an unset loss_type already; this rejects one the estimator cannot train with.
+        resolve_loss_type(spec.name, args.loss_type, default=args.loss_type)
         replaced = {"scale_rewards": ("group", "set `advantage_estimator` / `advantage_kwargs` instead (e.g. "
                                                "`dr_grpo` for no std, or `grpo` with `scale_rewards` in kwargs)"),
                     "multi_objective_aggregation": ("sum_then_normalize", "rewards are summed with `reward_weights` "
@@ -217,7 +222,7 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         if torch.isnan(rewards_per_func).all(dim=1).any():
             raise RuntimeError("Every reward function returned None for some completion; the registry's advantage "
                                "estimators need a reward for every completion.")
-        estimator_inputs = self._estimator_inputs(lengths)
+        estimator_inputs = self._estimator_inputs(lengths, output)
         baseline_per_func = greedy_baseline_rewards(self, inputs, group_size) if self._needs_greedy_baseline else None
         if mode == "train" and self.args.reward_weighting == "gradient":
             self._update_weights_from_gradients(output, rewards_per_func, group_size, estimator_inputs,
@@ -255,8 +260,11 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         factors = self.domain_example_weights(ids)
         return advantages if factors is None else advantages * factors.to(advantages.dtype)
 
-    def _estimator_inputs(self, lengths: torch.Tensor) -> dict[str, Any]:
-        return {"completion_lengths": lengths.float(), "max_completion_length": int(self.max_completion_length)}
+    def _estimator_inputs(self, lengths: torch.Tensor, output: dict) -> dict[str, Any]:
+        inputs = {"completion_lengths": lengths.float(), "max_completion_length": int(self.max_completion_length)}
+        if "completion_mean_logps" in get_advantage_estimator(self.args.advantage_estimator).inputs:
+            inputs["completion_mean_logps"] = completion_mean_logps(self, output)  # costs a forward when TRL skipped it
+        return inputs
 
     def _log_advantages(self, mode, advantages, rewards_per_func, rewards, group_size) -> None:
         metrics = self._metrics[mode]
