@@ -3,7 +3,8 @@
 `render_model_card` / `write_model_card` produce the README.md of an output directory; `push_folder_to_hub` uploads
 that directory (weights, tokenizer, card) in one commit, leaving intermediate `checkpoint-*` folders and optimizer
 states behind. The Hub endpoint, token and upload protocol come from the usual `huggingface_hub` environment
-variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_DISABLE_XET`, ...), read when `huggingface_hub` is first imported.
+variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_DISABLE_XET`, ...), read when `huggingface_hub` is first imported; a
+recipe's `hub_token` is passed to the push explicitly and overrides `HF_TOKEN`.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
 }
 
 # Left out of a pushed output directory: intermediate checkpoints, optimizer / scheduler / RNG states, DeepSpeed
-# shards. (`upload_folder` matches with fnmatch on the path relative to the folder, where `*` also matches `/`.)
+# shards, and the pickled TrainingArguments (`recipe.yaml` is the readable config; a pickle runs code when loaded).
+# (`upload_folder` matches with fnmatch on the path relative to the folder, where `*` also matches `/`.)
 DEFAULT_IGNORE_PATTERNS: list[str] = [
+    "*training_args.bin",
     "checkpoint-*",
     "*/checkpoint-*",
     "global_step*",
@@ -175,9 +178,11 @@ def render_model_card(
     `model_name` is used as the title and as the repo id in the loading snippet (pass the Hub repo id when pushing).
     `base_model` goes into the YAML front matter only if it looks like a Hub repo id (a local path is mentioned in
     the text instead, since the Hub rejects non-repo `base_model` metadata). Metric keys of the form
-    `accuracy/<domain>` get their own per-domain table.
+    `accuracy/<domain>` get their own per-domain table. Secrets in `recipe` (`hub_token`, ...) are redacted.
     """
     import yaml
+
+    from .redaction import redact
 
     method_key = method.lower()
     datasets = [str(d) for d in datasets] if datasets else []
@@ -192,7 +197,8 @@ def render_model_card(
     if datasets:
         front["datasets"] = datasets
     front_yaml = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    recipe_yaml = yaml.safe_dump(_to_plain(dict(recipe)), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    recipe_yaml = yaml.safe_dump(_to_plain(redact(dict(recipe))), sort_keys=False, allow_unicode=True,
+                                 default_flow_style=False)
 
     description = METHOD_DESCRIPTIONS.get(
         method_key, f"{method}: a post-training method implemented with TRL in the `alignment` toolkit."
