@@ -4,7 +4,8 @@
 that directory (weights, tokenizer, card) in one commit, leaving intermediate `checkpoint-*` folders and optimizer
 states behind. The Hub endpoint, token and upload protocol come from the usual `huggingface_hub` environment
 variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_DISABLE_XET`, ...), read when `huggingface_hub` is first imported; a
-recipe's `hub_token` is passed to the push explicitly and overrides `HF_TOKEN`.
+recipe's `hub_token` is passed to the push explicitly and overrides `HF_TOKEN`. `validate_hub_model_id` checks the
+repo id at start-up.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "framework_versions",
     "push_folder_to_hub",
     "render_model_card",
+    "validate_hub_model_id",
     "write_model_card",
 ]
 
@@ -280,6 +282,30 @@ def write_model_card(output_dir: str | os.PathLike, **kwargs: Any) -> Path:
     path = output_dir / "README.md"
     path.write_text(render_model_card(**kwargs), encoding="utf-8")
     return path
+
+
+def validate_hub_model_id(*, hub_model_id: str | None, push_to_hub: bool, output_dir: str | os.PathLike) -> None:
+    """ValueError at start-up, before any model is loaded, when the run would push to an invalid repo id.
+
+    The id is `hub_model_id`, or the name of `output_dir` when that is unset and `push_to_hub` is on (the Trainer's
+    and `finalize_run`'s fallback). Checked with `huggingface_hub.utils.validate_repo_id`, the client-side rules the
+    upload itself applies, so a bad id fails here rather than after training.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if hub_model_id is None and not push_to_hub:
+        return
+    repo_id = hub_model_id if hub_model_id is not None else Path(output_dir).name
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        source = (f"`hub_model_id: {repo_id}`" if hub_model_id is not None else
+                  f"`hub_model_id` is unset, so the repo is named after `output_dir` ({output_dir}), and {repo_id!r}")
+        raise ValueError(
+            f"{source} is not a valid Hub repo id ({err}). Set `hub_model_id` to `name` or `namespace/name`: letters, "
+            "digits, '-', '_' and '.', at most 96 characters, not starting or ending with '-' or '.', no '--' or "
+            "'..', not ending in '.git' (e.g. `hub_model_id: your-name/smollm2-135m-dpo`)."
+        ) from None
 
 
 def push_folder_to_hub(

@@ -29,7 +29,9 @@ SECRET_WORDS = frozenset({"token", "secret", "password"})
 
 # transformers' `PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES`: tokenizer vocabulary strings (`pad_token:
 # <|im_end|>` in an SFT recipe), not credentials. Spelled out so that redacting needs no transformers import.
-_TOKENIZER_TOKENS = frozenset({"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"})
+_TOKENIZER_TOKENS = frozenset(
+    {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}
+)
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WORD_SEP = re.compile(r"[^a-z0-9]+")

@@ -61,13 +61,18 @@ def start_run(dataclass_types, argv: list[str] | None = None):
     """Parse the recipe, set up logging and the seed, and print one line per rank.
 
     Returns ``(*parsed dataclasses, recipe, state)``. The seed is set before any model is built, so randomly
-    initialised heads (reward models, LoRA adapters) are reproducible.
+    initialised heads (reward models, LoRA adapters) are reproducible. An invalid Hub repo id fails here, before any
+    model is loaded, rather than at the push after training.
     """
     from accelerate import PartialState
     from transformers import set_seed
 
+    from .hub import validate_hub_model_id
+
     *parsed, recipe = parse_recipe(dataclass_types, argv)
     training_args = next(p for p in parsed if hasattr(p, "get_process_log_level"))
+    validate_hub_model_id(hub_model_id=training_args.hub_model_id, push_to_hub=training_args.push_to_hub,
+                          output_dir=training_args.output_dir)
     setup_logging(training_args)
     set_seed(training_args.seed)
     state = PartialState()

@@ -101,6 +101,34 @@ def test_detach_hub_token_leaves_args_without_it():
     assert detach_hub_token(args) is None
 
 
+# ------------------------------------------------------------------------------------------- hub_model_id at start
+def _fail_if_loaded(*args, **kwargs):
+    raise AssertionError("the model was loaded: the invalid repo id was not caught at start-up")
+
+
+@pytest.mark.parametrize("main", ["dpo", "sft", "grpo", "reward"])
+@pytest.mark.parametrize("bad", [
+    ["--hub_model_id", "fake-user/has space"],
+    ["--hub_model_id", "a/b/c"],
+    ["--hub_model_id", "fake-user/model--v2"],
+    # No `hub_model_id`: the repo is named after output_dir, which here cannot be a repo name.
+    ["--push_to_hub", "true", "--output_dir", "{tmp}/my run"],
+])
+def test_invalid_hub_model_id_is_rejected_before_the_model_loads(main, bad, monkeypatch, tmp_path):
+    from alignment import cli, reward_cli
+
+    monkeypatch.setattr(cli, "load_model_and_tokenizer", _fail_if_loaded)
+    monkeypatch.setattr(reward_cli, "load_reward_model_and_tokenizer", _fail_if_loaded)
+    entry = {"dpo": cli.dpo_main, "sft": cli.sft_main, "grpo": cli.grpo_main, "reward": reward_cli.reward_main}[main]
+    argv = ["--config", str(ROOT / f"recipes/tiny/{main}.yaml"), "--output_dir", str(tmp_path / "out"),
+            *[a.format(tmp=tmp_path) for a in bad]]
+    with pytest.raises(ValueError, match=r"hub_model_id.*namespace/name") as err:
+        entry(argv)
+    assert not (tmp_path / "out").exists()
+    if "--hub_model_id" not in bad:
+        assert "output_dir" in str(err.value)
+
+
 # --------------------------------------------------------------------------------------------------------- e2e
 def test_hub_token_is_used_for_the_push_and_written_nowhere(fake_hub, tiny_model_dir, tmp_path):
     token = f"hf_TEST{secrets.token_hex(16)}"
