@@ -162,3 +162,20 @@ def test_hub_token_is_used_for_the_push_and_written_nowhere(fake_hub, tiny_model
     assert writes and {auth for _, _, auth in writes} == {f"Bearer {token}"}
     assert all(auth != f"Bearer {env_token}" for _, _, auth in fake_hub.request_auth)
     assert fake_hub.unknown == []
+
+
+def test_doremi_writes_the_token_nowhere(tiny_model_dir, tmp_path):
+    # run_doremi copies the base recipe into `main_recipe.yaml` (a recipe to run, so the token is dropped, not masked).
+    from alignment.doremi import run_doremi
+
+    token = f"hf_TEST{secrets.token_hex(16)}"
+    recipe = yaml.safe_load((ROOT / "recipes/tiny/doremi.yaml").read_text())
+    config = tmp_path / "doremi.yaml"
+    config.write_text(yaml.safe_dump({**recipe, "hub_token": token}))
+    out = tmp_path / "doremi"
+    run_doremi(["--config", str(config), "--output_dir", str(out), "--model_name_or_path", tiny_model_dir,
+                "--reference_max_steps", "1", "--proxy_max_steps", "1"])
+    leaks = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert leaks == [], f"the token is in {leaks}"
+    main = yaml.safe_load((out / "main_recipe.yaml").read_text())
+    assert "hub_token" not in main and main["learning_rate"] == recipe["learning_rate"]
