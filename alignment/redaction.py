@@ -69,8 +69,10 @@ def redact(value: Any) -> Any:
     """
     if isinstance(value, Mapping):
         return {k: REDACTED if v is not None and is_secret_key(k) else redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_redact_arguments(list(value)))
+    if isinstance(value, list):
+        return _redact_arguments(value)
+    if isinstance(value, tuple):
+        return tuple(_redact_arguments(list(value)))
     return value
 
 

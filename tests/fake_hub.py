@@ -29,6 +29,8 @@ Usage::
         env = {**os.environ, **hub.client_env(hf_home)}
         ...
         assert hub.lfs_uploads  # list of {"oid", "size"} the server received through LFS
+        hub.request_auth        # (method, path, Authorization header) of every request
+        hub.received_files()    # every file content ever stored, to grep for what must not be uploaded
 """
 
 from __future__ import annotations
