@@ -302,9 +302,9 @@ def validate_hub_model_id(*, hub_model_id: str | None, push_to_hub: bool, output
         source = (f"`hub_model_id: {repo_id}`" if hub_model_id is not None else
                   f"`hub_model_id` is unset, so the repo is named after `output_dir` ({output_dir}), and {repo_id!r}")
         raise ValueError(
-            f"{source} is not a valid Hub repo id ({err}). Set `hub_model_id` to `name` or `namespace/name`: letters, "
-            "digits, '-', '_' and '.', at most 96 characters, not starting or ending with '-' or '.', no '--' or "
-            "'..', not ending in '.git' (e.g. `hub_model_id: your-name/smollm2-135m-dpo`)."
+            f"{source} is not a valid Hub repo id ({str(err).rstrip('.')}). Set `hub_model_id` to `name` or "
+            "`namespace/name`: letters, digits, '-', '_' and '.', at most 96 characters, not starting or ending with "
+            "'-' or '.', no '--' or '..', not ending in '.git' (e.g. `hub_model_id: your-name/smollm2-135m-dpo`)."
         ) from None
 
 
