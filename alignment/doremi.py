@@ -73,7 +73,10 @@ def run_doremi(argv: list[str] | None = None) -> dict[str, Any]:
     header = (f"# DoReMi domain weights: average over {summary['num_updates']} proxy steps (eta={args.eta}, "
               f"eps={args.eps}, {args.mode}), from {args.config}\n")
     (out / "dataset_mixture.yaml").write_text(header + yaml.safe_dump(fragment, sort_keys=False))
-    main = {k: v for k, v in recipe.items() if k not in _DATA_FIELDS}
+    from .redaction import is_secret_key, redact
+
+    # A recipe to run, not a record: a masked `hub_token` would be sent as the token, so secrets are left out.
+    main = redact({k: v for k, v in recipe.items() if k not in _DATA_FIELDS and not is_secret_key(k)})
     main.update(fragment, output_dir=str(out / "main"))
     (out / "main_recipe.yaml").write_text(header + yaml.safe_dump(main, sort_keys=False))
     print("DoReMi weights (average over proxy steps): "

@@ -3,7 +3,9 @@
 `render_model_card` / `write_model_card` produce the README.md of an output directory; `push_folder_to_hub` uploads
 that directory (weights, tokenizer, card) in one commit, leaving intermediate `checkpoint-*` folders and optimizer
 states behind. The Hub endpoint, token and upload protocol come from the usual `huggingface_hub` environment
-variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_DISABLE_XET`, ...), read when `huggingface_hub` is first imported.
+variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_DISABLE_XET`, ...), read when `huggingface_hub` is first imported; a
+recipe's `hub_token` is passed to the push explicitly and overrides `HF_TOKEN`. `validate_hub_model_id` checks the
+repo id at start-up.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "framework_versions",
     "push_folder_to_hub",
     "render_model_card",
+    "validate_hub_model_id",
     "write_model_card",
 ]
 
@@ -55,8 +58,10 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
 }
 
 # Left out of a pushed output directory: intermediate checkpoints, optimizer / scheduler / RNG states, DeepSpeed
-# shards. (`upload_folder` matches with fnmatch on the path relative to the folder, where `*` also matches `/`.)
+# shards, and the pickled TrainingArguments (`recipe.yaml` is the readable config; a pickle runs code when loaded).
+# (`upload_folder` matches with fnmatch on the path relative to the folder, where `*` also matches `/`.)
 DEFAULT_IGNORE_PATTERNS: list[str] = [
+    "*training_args.bin",
     "checkpoint-*",
     "*/checkpoint-*",
     "global_step*",
@@ -175,9 +180,11 @@ def render_model_card(
     `model_name` is used as the title and as the repo id in the loading snippet (pass the Hub repo id when pushing).
     `base_model` goes into the YAML front matter only if it looks like a Hub repo id (a local path is mentioned in
     the text instead, since the Hub rejects non-repo `base_model` metadata). Metric keys of the form
-    `accuracy/<domain>` get their own per-domain table.
+    `accuracy/<domain>` get their own per-domain table. Secrets in `recipe` (`hub_token`, ...) are redacted.
     """
     import yaml
+
+    from .redaction import redact
 
     method_key = method.lower()
     datasets = [str(d) for d in datasets] if datasets else []
@@ -192,7 +199,8 @@ def render_model_card(
     if datasets:
         front["datasets"] = datasets
     front_yaml = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    recipe_yaml = yaml.safe_dump(_to_plain(dict(recipe)), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    recipe_yaml = yaml.safe_dump(_to_plain(redact(dict(recipe))), sort_keys=False, allow_unicode=True,
+                                 default_flow_style=False)
 
     description = METHOD_DESCRIPTIONS.get(
         method_key, f"{method}: a post-training method implemented with TRL in the `alignment` toolkit."
@@ -274,6 +282,30 @@ def write_model_card(output_dir: str | os.PathLike, **kwargs: Any) -> Path:
     path = output_dir / "README.md"
     path.write_text(render_model_card(**kwargs), encoding="utf-8")
     return path
+
+
+def validate_hub_model_id(*, hub_model_id: str | None, push_to_hub: bool, output_dir: str | os.PathLike) -> None:
+    """ValueError at start-up, before any model is loaded, when the run would push to an invalid repo id.
+
+    The id is `hub_model_id`, or the name of `output_dir` when that is unset and `push_to_hub` is on (the Trainer's
+    and `finalize_run`'s fallback). Checked with `huggingface_hub.utils.validate_repo_id`, the client-side rules the
+    upload itself applies, so a bad id fails here rather than after training.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if hub_model_id is None and not push_to_hub:
+        return
+    repo_id = hub_model_id if hub_model_id is not None else Path(output_dir).name
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        source = (f"`hub_model_id: {repo_id}`" if hub_model_id is not None else
+                  f"`hub_model_id` is unset, so the repo is named after `output_dir` ({output_dir}), and {repo_id!r}")
+        raise ValueError(
+            f"{source} is not a valid Hub repo id ({str(err).rstrip('.')}). Set `hub_model_id` to `name` or "
+            "`namespace/name`: letters, digits, '-', '_' and '.', at most 96 characters, not starting or ending with "
+            "'-' or '.', no '--' or '..', not ending in '.git' (e.g. `hub_model_id: your-name/smollm2-135m-dpo`)."
+        ) from None
 
 
 def push_folder_to_hub(

@@ -201,7 +201,7 @@ def reward_main(argv=None):
         logger.warning("The training data has a `margin` column: TRL's RewardTrainer subtracts it inside the "
                        "Bradley-Terry loss (-log sigma(r_c - r_r - margin)). Drop the column if that is not intended.")
 
-    trainer, push_to_hub = train_and_save(
+    trainer, push_to_hub, hub_token = train_and_save(
         RewardTrainer, model=model, tokenizer=tokenizer, training_args=training_args, model_args=model_args,
         train_dataset=train_dataset, eval_dataset=eval_dataset,
     )
@@ -226,7 +226,7 @@ def reward_main(argv=None):
             output_dir=training_args.output_dir, method="reward", base_model=model_path, recipe=recipe,
             results=results, push_to_hub=push_to_hub, hub_model_id=training_args.hub_model_id,
             datasets=[script_args.dataset_name] if script_args.dataset_name else None,
-            hub_private=training_args.hub_private_repo,
+            hub_private=training_args.hub_private_repo, hub_token=hub_token,
             merged_dir=merged_output(trainer, script_args, tokenizer, model_path, training_args.output_dir),
         )
     trainer.accelerator.wait_for_everyone()

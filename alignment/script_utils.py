@@ -27,7 +27,8 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     Precision follows the device unless the recipe says otherwise: TRL defaults to `bf16=True`, which fails or runs
     ~100x slower on a CPU without bf16 units, so on CPU the default becomes fp32; TRL's default gradient
     checkpointing costs time on CPU and saves memory nobody is short of at these sizes, so it is off there. Returns the dataclasses and the
-    recipe as a dict (for the model card and `recipe.yaml` next to the checkpoint).
+    recipe as a dict (for the model card and `recipe.yaml` next to the checkpoint), with secrets (`hub_token`, in the
+    file or in `cli_overrides`) redacted.
     """
     from trl import TrlParser
 
@@ -51,20 +52,27 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     overrides = [a for i, a in enumerate(argv) if a != "--config" and (i == 0 or argv[i - 1] != "--config")]
     if overrides:
         recipe["cli_overrides"] = overrides
-    return (*parsed, recipe)
+    from .redaction import redact
+
+    return (*parsed, redact(recipe))
 
 
 def start_run(dataclass_types, argv: list[str] | None = None):
     """Parse the recipe, set up logging and the seed, and print one line per rank.
 
     Returns ``(*parsed dataclasses, recipe, state)``. The seed is set before any model is built, so randomly
-    initialised heads (reward models, LoRA adapters) are reproducible.
+    initialised heads (reward models, LoRA adapters) are reproducible. An invalid Hub repo id fails here, before any
+    model is loaded, rather than at the push after training.
     """
     from accelerate import PartialState
     from transformers import set_seed
 
+    from .hub import validate_hub_model_id
+
     *parsed, recipe = parse_recipe(dataclass_types, argv)
     training_args = next(p for p in parsed if hasattr(p, "get_process_log_level"))
+    validate_hub_model_id(hub_model_id=training_args.hub_model_id, push_to_hub=training_args.push_to_hub,
+                          output_dir=training_args.output_dir)
     setup_logging(training_args)
     set_seed(training_args.seed)
     state = PartialState()
@@ -158,12 +166,16 @@ def resolve_resume_checkpoint(training_args) -> str | bool | None:
 def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, train_dataset, eval_dataset):
     """Build `trainer_cls`, train (resuming if the recipe asks), save the final model to `output_dir`.
 
-    Returns ``(trainer, push_to_hub)``: the Trainer would push on every save, so its `push_to_hub` is turned off here
-    and the caller pushes once, at the end, with the model card and evaluation (`finalize_run`).
+    Returns ``(trainer, push_to_hub, hub_token)``: the Trainer would push on every save, so its `push_to_hub` is
+    turned off here and the caller pushes once, at the end, with the model card and evaluation (`finalize_run`).
+    The token is taken off the arguments too: the Trainer pickles them into `training_args.bin` in every checkpoint.
     """
     from trl import get_peft_config
 
+    from .redaction import detach_hub_token
+
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    hub_token = detach_hub_token(training_args)
     trainer = trainer_cls(
         model=model,
         args=training_args,
@@ -174,12 +186,14 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     )
     trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
     trainer.save_model(training_args.output_dir)
-    return trainer, push_to_hub
+    return trainer, push_to_hub, hub_token
 
 
 def save_recipe(output_dir: str, recipe: dict[str, Any]) -> None:
+    from .redaction import redact
+
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(output_dir) / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (Path(output_dir) / "recipe.yaml").write_text(yaml.safe_dump(redact(recipe), sort_keys=False))
 
 
 def model_for_generation(trainer):
@@ -241,12 +255,13 @@ def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir:
 
 def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict, results: dict, push_to_hub: bool,
                  hub_model_id: str | None, datasets: list[str] | None, hub_private: bool | None = None,
-                 merged_dir: str | None = None) -> None:
+                 merged_dir: str | None = None, hub_token: str | None = None) -> None:
     """Main process only: write eval_results.json, recipe.yaml and the model card; push once if asked.
 
     A LoRA run's `output_dir` holds an adapter: its card says so (`library_name: peft`, the base model) and that
     adapter is pushed. `merged_dir` (from `merge_adapters_before_push`) holds the merged full model: it gets the
-    same files and a full-model card, and is pushed instead.
+    same files and a full-model card, and is pushed instead. `hub_token` (the recipe's, taken off the arguments by
+    `train_and_save`) authenticates the push; None falls back to `HF_TOKEN` / the saved login.
     """
     from .evaluation import format_accuracy_table, write_eval_results
     from .hub import push_folder_to_hub, write_model_card
@@ -283,5 +298,5 @@ def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict,
         push_dir, ignore = merged_dir, []
     if push_to_hub:
         repo_id = hub_model_id or Path(output_dir).name
-        url = push_folder_to_hub(push_dir, repo_id, private=bool(hub_private), ignore_patterns=ignore)
+        url = push_folder_to_hub(push_dir, repo_id, private=bool(hub_private), ignore_patterns=ignore, token=hub_token)
         print(f"Pushed {push_dir} to {url}")

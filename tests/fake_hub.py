@@ -29,6 +29,8 @@ Usage::
         env = {**os.environ, **hub.client_env(hf_home)}
         ...
         assert hub.lfs_uploads  # list of {"oid", "size"} the server received through LFS
+        hub.request_auth        # (method, path, Authorization header) of every request
+        hub.received_files()    # every file content ever stored, to grep for what must not be uploaded
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class FakeHub:
         self.lfs_commits: list[str] = []  # paths committed as lfsFile
         self.commit_payloads: list[list[dict]] = []  # parsed NDJSON of every commit (file contents elided)
         self.auth_headers: list[str | None] = []  # Authorization header of write requests
+        self.request_auth: list[tuple[str, str, str | None]] = []  # (method, path, Authorization) of every request
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.endpoint = ""
@@ -252,6 +255,11 @@ class FakeHub:
             commit = self.resolve_revision(self.get_repo(repo_type, repo_id), revision)
             entry = commit.files[path]
         return self._object_path(entry.sha256).read_bytes()
+
+    def received_files(self) -> dict[str, bytes]:
+        """Every file content the server ever stored (inline commit files and LFS uploads), keyed by its sha256."""
+        with self.lock:
+            return {p.name: p.read_bytes() for p in (self.root / "objects").iterdir() if ".tmp" not in p.name}
 
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, FileEntry]:
         with self.lock:
@@ -379,6 +387,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(401, "Invalid username or password.")
 
     def _dispatch(self):
+        self.fake_hub.request_auth.append((self.command, self.path, self.headers.get("Authorization")))
         parsed = urlsplit(self.path)
         path, query = parsed.path, parse_qs(parsed.query)
         body = self._read_body() if self.command in ("POST", "PUT") else b""

@@ -277,8 +277,10 @@ def test_ignore_patterns_cover_trainer_leftovers():
         return any(fnmatch(path, p) for p in DEFAULT_IGNORE_PATTERNS)
 
     for path in ["checkpoint-10/model.safetensors", "checkpoint-10/optimizer.pt", "optimizer.pt", "scheduler.pt",
-                 "rng_state.pth", "rng_state_3.pth", "global_step10/mp_rank_00_model_states.pt"]:
+                 "rng_state.pth", "rng_state_3.pth", "global_step10/mp_rank_00_model_states.pt",
+                 # The pickled TrainingArguments: not needed to load the model (recipe.yaml holds the config).
+                 "training_args.bin", "merged/training_args.bin"]:
         assert ignored(path), path
     for path in ["model.safetensors", "model-00001-of-00002.safetensors", "config.json", "README.md",
-                 "tokenizer.json", "training_args.bin", "adapter_model.safetensors"]:
+                 "tokenizer.json", "recipe.yaml", "adapter_model.safetensors"]:
         assert not ignored(path), path
