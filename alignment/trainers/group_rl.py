@@ -33,6 +33,7 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from ..advantages import compute_advantages, get_advantage_estimator, validate_advantage_estimator
+from ..reward_checks import checked_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
@@ -122,6 +123,7 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         self._check_config(args)
         if reward_funcs is None:
             reward_funcs = resolve_reward_funcs(list(args.reward_funcs), dict(args.reward_kwargs))
+        reward_funcs = checked_reward_funcs(reward_funcs)  # NaN/inf scores: an error naming the function
         funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
         for name, dataset in [("train", train_dataset), *self._eval_sets(eval_dataset)]:
             self._check_dataset(dataset, name, funcs)
@@ -215,8 +217,9 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         rewards_per_func = self._pending.pop("rewards_per_func")
         lengths = self._pending.pop("lengths")
         if torch.isnan(rewards_per_func).all(dim=1).any():
-            raise RuntimeError("Every reward function returned None for some completion; the registry's advantage "
-                               "estimators need a reward for every completion.")
+            raise RuntimeError("Every reward function returned None (or, for a reward model, scored NaN) for some "
+                               "completion; the registry's advantage estimators need a reward for every completion. "
+                               "Make at least one reward function return a number for every completion.")
         estimator_inputs = self._estimator_inputs(lengths)
         baseline_per_func = greedy_baseline_rewards(self, inputs, group_size) if self._needs_greedy_baseline else None
         if mode == "train" and self.args.reward_weighting == "gradient":
