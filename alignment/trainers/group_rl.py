@@ -33,7 +33,6 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from ..advantages import compute_advantages, get_advantage_estimator, validate_advantage_estimator
-from ..reward_checks import checked_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
@@ -123,6 +122,8 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         self._check_config(args)
         if reward_funcs is None:
             reward_funcs = resolve_reward_funcs(list(args.reward_funcs), dict(args.reward_kwargs))
+        from ..reward_checks import checked_reward_funcs
+
         reward_funcs = checked_reward_funcs(reward_funcs)  # NaN/inf scores: an error naming the function
         funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
         for name, dataset in [("train", train_dataset), *self._eval_sets(eval_dataset)]:
