@@ -218,9 +218,8 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         rewards_per_func = self._pending.pop("rewards_per_func")
         lengths = self._pending.pop("lengths")
         if torch.isnan(rewards_per_func).all(dim=1).any():
-            raise RuntimeError("Every reward function returned None (or, for a reward model, scored NaN) for some "
-                               "completion; the registry's advantage estimators need a reward for every completion. "
-                               "Make at least one reward function return a number for every completion.")
+            raise RuntimeError("Every reward function returned None for some completion; the registry's advantage "
+                               "estimators need a reward for every completion.")
         estimator_inputs = self._estimator_inputs(lengths)
         baseline_per_func = greedy_baseline_rewards(self, inputs, group_size) if self._needs_greedy_baseline else None
         if mode == "train" and self.args.reward_weighting == "gradient":
