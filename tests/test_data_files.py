@@ -1,4 +1,4 @@
-"""Empty and non-UTF-8 local data files fail at load time with the file, the line and the fix (`alignment.data_files`)."""
+"""Empty and non-UTF-8 local data files fail at load time naming the file, the line and the fix (`data_files`)."""
 
 from __future__ import annotations
 

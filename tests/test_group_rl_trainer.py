@@ -366,7 +366,8 @@ def none_for_some(completions, **kwargs):
     return [None if i % 2 else 1.0 for i in range(len(completions))]  # "does not apply": TRL's documented skip
 
 
-@pytest.mark.parametrize("funcs, name", [([nan_reward], "nan_reward"), ([length_reward, nan_for_some], "nan_for_some")])
+@pytest.mark.parametrize("funcs, name", [([nan_reward], "nan_reward"),
+                                         ([length_reward, nan_for_some], "nan_for_some")])
 def test_nan_reward_says_nan_and_names_the_function(tiny_model_dir, tmp_path, prompts, funcs, name):
     """A NaN score is an error that names the function and says NaN, not "returned None" (or, beside another
     reward, a silently dropped score)."""
