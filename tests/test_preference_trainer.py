@@ -82,6 +82,9 @@ def test_extra_columns_reach_the_loss(tiny_model_dir, tmp_path):
         (dict(beta=-1.0), r"`beta` must be > 0"),
         (dict(loss_kwargs={"gamma": 1.0}), r"\['gamma'\] are set but no selected loss"),
         (dict(f_divergence_type="js_divergence"), r"f_divergence_type.*does not implement"),
+        # TRL's in-memory precompute: point at the on-disk cache that does the same pass once, across runs
+        (dict(precompute_ref_log_probs=True), r"`precompute_ref_log_probs=True` .* Set `reference_cache_dir: "
+                                              r"<directory>` instead: .* without any reference forward"),
         (dict(loss_type="_test_capture"), r"no `margin` column.*annotate_margins"),
     ],
 )

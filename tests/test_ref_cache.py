@@ -258,6 +258,127 @@ def test_concurrent_runs_build_once(tmp_path):
     assert torch.equal(results[0][0].chosen_logps, results[1][0].chosen_logps)
 
 
+@pytest.mark.parametrize("shards", [
+    [{}],  # parses as JSON, lacks every field
+    "shard-00000-of-00001.safetensors",  # not a list
+    [["shard-00000-of-00001.safetensors", 1]],  # a record that is not a mapping
+    [{"file": "shard-00000-of-00001.safetensors", "bytes": "12", "sha256": "0", "rows": 2}],  # wrong type
+    [{"file": "../elsewhere.safetensors", "bytes": 1, "sha256": "0", "rows": 2}],  # outside the entry
+])
+def test_malformed_meta_is_rebuilt_not_a_crash(tmp_path, caplog, shards):
+    key = _key()
+    load_or_build(tmp_path, key, lambda: _values(range(2), [1, 2]), num_rows=2)
+    meta_path = entry_dir(tmp_path, key) / META_NAME
+    meta = json.loads(meta_path.read_text())
+    meta["shards"] = shards
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CacheInvalid, match="malformed"):
+        read_entry(entry_dir(tmp_path, key), key)
+    with caplog.at_level(logging.WARNING, logger="alignment.ref_cache"):
+        values, built = load_or_build(tmp_path, key, lambda: _values(range(2), [1, 2]), num_rows=2)
+    assert built and values.rows.tolist() == [0, 1]
+    assert any("unusable" in r.message and "malformed" in r.message for r in caplog.records)
+
+
+def _store_behind_the_checksums(directory: Path, values: ReferenceLogpsCache) -> None:
+    """Replace a 1-shard entry's values and re-sign meta.json: a verified file whose numbers are bad."""
+    from alignment.models import file_sha256
+
+    shard = write_shard(directory, 0, 1, values)
+    meta = json.loads((directory / META_NAME).read_text())
+    meta["shards"][0].update(bytes=shard.stat().st_size, sha256=file_sha256(shard), rows=len(values))
+    (directory / META_NAME).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_stored_values_are_rebuilt(tmp_path, caplog, bad):
+    key = _key()
+    good, _ = load_or_build(tmp_path, key, lambda: _values(range(3), [1, 2, 2]), num_rows=3)
+    poisoned = _values(range(3), [1, 2, 2])
+    poisoned.rejected_logps[3] = bad  # row 1's first rejected token (row 0 has 2 rejected values)
+    _store_behind_the_checksums(entry_dir(tmp_path, key), poisoned)
+    with pytest.raises(CacheInvalid, match="non-finite rejected log-probs .*row 1"):
+        read_entry(entry_dir(tmp_path, key), key)
+    with caplog.at_level(logging.WARNING, logger="alignment.ref_cache"):
+        values, built = load_or_build(tmp_path, key, lambda: _values(range(3), [1, 2, 2]), num_rows=3)
+    assert built and torch.equal(values.rejected_logps, good.rejected_logps)
+    assert any("non-finite" in r.message for r in caplog.records)
+
+
+def test_a_build_that_computes_nan_is_refused(tmp_path):
+    poisoned = _values(range(2), [2, 2])
+    poisoned.chosen_logps[2] = float("nan")  # row 1's first chosen token
+    with pytest.raises(RuntimeError, match="non-finite chosen log-probs .*row 1"):
+        load_or_build(tmp_path, _key(), lambda: poisoned, num_rows=2)
+    assert not entry_dir(tmp_path, _key()).exists()
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """`read_only(root)`: every attempt to create or write a file or directory under `root` fails with EROFS.
+
+    The tests run as root, which `chmod a-w` does not stop, so the read-only filesystem is simulated at the calls
+    that write: `os.open` with a write flag (filelock's lock file), `os.mkdir`, and `open` in a write mode.
+    """
+    import builtins
+    import errno
+    import io
+
+    roots = []
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def guarded(path):
+        return any(Path(os.path.abspath(path)).is_relative_to(r) for r in roots)
+
+    def refuse(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    real_os_open, real_mkdir, real_open = os.open, os.mkdir, builtins.open
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & write_flags and guarded(path):
+            refuse(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if guarded(path):
+            refuse(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+") and guarded(file):
+            refuse(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+    return lambda root: roots.append(Path(root).resolve())
+
+
+def test_read_only_cache_serves_its_valid_entries(tmp_path, read_only):
+    key = _key()
+    built_values, _ = load_or_build(tmp_path, key, lambda: _values(range(3), [1, 2, 3]), num_rows=3)
+    (tmp_path / f"{key.digest}.lock").unlink()  # e.g. a copy of the entries only, mounted read-only
+    before = sorted(p.name for p in tmp_path.iterdir())
+    read_only(tmp_path)
+
+    def compute():
+        raise AssertionError("a hit must not compute")
+
+    values, built = load_or_build(tmp_path, key, compute, num_rows=3)
+    assert not built and torch.equal(values.chosen_logps, built_values.chosen_logps)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no lock file, nothing written
+
+
+def test_read_only_cache_without_the_entry_says_so(tmp_path, read_only):
+    load_or_build(tmp_path, _key(), lambda: _values(range(2), [1, 1]), num_rows=2)
+    read_only(tmp_path)
+    with pytest.raises(RuntimeError, match=r"no usable entry.*cannot be written.*Point `reference_cache_dir`"):
+        load_or_build(tmp_path, _key(max_length=64), lambda: _values(range(2), [1, 1]), num_rows=2)
+
+
 # ---------------------------------------------------------------------------------------------- trainer
 def _trainer(model_dir, tmp_path, dataset, model=None, tokenizer=None, eval_dataset=None, **overrides):
     args = PreferenceConfig(**trainer_test_args(tmp_path, **overrides))

@@ -125,6 +125,9 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         self._check_config(args)
         if reward_funcs is None:
             reward_funcs = resolve_reward_funcs(list(args.reward_funcs), dict(args.reward_kwargs))
+        from ..reward_checks import checked_reward_funcs
+
+        reward_funcs = checked_reward_funcs(reward_funcs)  # NaN/inf scores: an error naming the function
         funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
         for name, dataset in [("train", train_dataset), *self._eval_sets(eval_dataset)]:
             self._check_dataset(dataset, name, funcs)

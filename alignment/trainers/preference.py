@@ -166,18 +166,23 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
     @staticmethod
     def _resolve_loss_hparams(args) -> dict[str, dict[str, Any]]:
         """Split `beta`, `label_smoothing` and `loss_kwargs` among the selected losses; reject what nothing uses."""
-        unsupported = {
-            "f_divergence_type": (args.f_divergence_type, "reverse_kl"),
-            "ld_alpha": (args.ld_alpha, None),
-            "use_weighting": (args.use_weighting, False),
-            "precompute_ref_log_probs": (args.precompute_ref_log_probs, False),
+        recomputed = ("Per-token reference log-probs are recomputed each step and losses are chosen with `loss_type` "
+                      "(see `alignment.losses.list_preference_losses()`).")
+        unsupported = {  # option: (value, default, what to do instead)
+            "f_divergence_type": (args.f_divergence_type, "reverse_kl", recomputed),
+            "ld_alpha": (args.ld_alpha, None, recomputed),
+            "use_weighting": (args.use_weighting, False, recomputed),
+            "precompute_ref_log_probs": (args.precompute_ref_log_probs, False, (
+                "Set `reference_cache_dir: <directory>` instead: it runs the same one-off pass over the data with "
+                "the reference (no reference model kept in memory), stores the per-token log-probs on disk keyed by "
+                "the reference weights, tokenizer, data and truncation, and later runs with the same inputs read "
+                "them back without any reference forward (docs/reference-cache.md).")),
         }
-        for key, (value, default) in unsupported.items():
+        for key, (value, default, instead) in unsupported.items():
             if value != default:
                 raise ValueError(
                     f"`{key}={value!r}` is a TRL DPOTrainer option that alignment's PreferenceTrainer does not "
-                    f"implement; leave it at {default!r}. Per-token reference log-probs are recomputed each step and "
-                    "losses are chosen with `loss_type` (see `alignment.losses.list_preference_losses()`)."
+                    f"implement; leave it at {default!r}. {instead}"
                 )
         if args.beta is None or not args.beta > 0:
             raise ValueError(f"`beta` must be > 0, got {args.beta}. Typical values are 0.01-0.5 (TRL default 0.1).")
