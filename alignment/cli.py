@@ -47,8 +47,9 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
     script_args, training_args, model_args, mixture_args, recipe, state = start_run(
         (AlignmentScriptArguments, config_cls, ModelConfig, DatasetMixtureConfig), argv
     )
-    model, tokenizer, model_path = load_model_and_tokenizer(model_args, script_args, training_args)
+    # Data before the model: a missing file, a bad layout or an empty split fails in seconds, not after a load.
     data = normalize_layouts(load_recipe_datasets(script_args, mixture_args, fmt=fmt), fmt)
+    model, tokenizer, model_path = load_model_and_tokenizer(model_args, script_args, training_args)
     train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
     eval_dataset = data.get(script_args.dataset_test_split)
     if eval_during_training_only and training_args.eval_strategy == "no":
