@@ -10,7 +10,7 @@ from trl import DatasetMixtureConfig, ModelConfig
 
 from .adapters import merged_output
 from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, PreferenceConfig
-from .data_layouts import normalize_layouts
+from .data_layouts import is_trainable_split, normalize_layouts
 from .data_loading import load_recipe_datasets, split_or_fail
 from .evaluation import check_answer_evaluation, evaluate_answers
 from .script_utils import (
@@ -53,6 +53,11 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
     train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
     eval_dataset = data.get(script_args.dataset_test_split)
     if eval_during_training_only and training_args.eval_strategy == "no":
+        eval_dataset = None
+    if eval_dataset is not None and not is_trainable_split(eval_dataset, fmt):
+        # e.g. held-out prompts with answers next to generated pairs: they feed the answer evaluation only
+        logger.info("The %r split has no %s columns (it has %s): it is used for the answer evaluation only.",
+                    script_args.dataset_test_split, fmt, eval_dataset.column_names)
         eval_dataset = None
     answers = answer_eval_dataset(script_args, data)
     if answers is not None and (script_args.eval_before_training or script_args.eval_after_training):

@@ -53,3 +53,17 @@ def normalize_layouts(datasets, fmt: str):
     from datasets import DatasetDict
 
     return DatasetDict({split: normalize_split(dataset, fmt, split) for split, dataset in datasets.items()})
+
+
+# Columns a split needs to be training data of each format (TRL's formats): a held-out split of prompts with answers
+# serves the generation evaluation, not `trainer.evaluate()`.
+_TRAINABLE = {"preference": ({"chosen", "rejected"},), "sft": ({"messages"}, {"completion"}, {"text"}),
+              "prompt_only": ({"prompt"},)}
+
+
+def is_trainable_split(dataset, fmt: str) -> bool:
+    """Whether ``dataset`` has the columns of ``fmt``'s training data (a streamed split of unknown columns: yes)."""
+    if dataset.column_names is None:
+        return True
+    columns = set(dataset.column_names)
+    return any(needed <= columns for needed in _TRAINABLE[fmt])
