@@ -71,7 +71,8 @@ def test_run_that_turns_nan_exits_nonzero_naming_the_step_and_saves_nothing(tiny
 
 
 def guard_args(**overrides):
-    return SimpleNamespace(**{"fp16": False, "world_size": 1, "device": torch.device("cpu"), **overrides})
+    return SimpleNamespace(**{"fp16": False, "world_size": 1, "device": torch.device("cpu"), "output_dir": "out",
+                              **overrides})
 
 
 def linear_with_grad(value: float) -> torch.nn.Linear:

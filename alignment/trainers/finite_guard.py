@@ -136,7 +136,8 @@ class NonFiniteGuard(TrainerCallback):
             if grads else float("nan")
         raise NonFiniteTrainingError(
             f"Training stopped at step {step}: the gradient is not finite (norm {norm}) {where}. The update was not "
-            f"applied and nothing was saved for this step. {LIKELY_CAUSES}")
+            f"applied and nothing was saved for this step; checkpoints already in {args.output_dir} predate it "
+            f"(resume from one with the cause fixed). {LIKELY_CAUSES}")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # The logged values are reduced over the ranks, so every rank agrees; this runs before the same step's
