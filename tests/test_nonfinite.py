@@ -70,6 +70,39 @@ def test_run_that_turns_nan_exits_nonzero_naming_the_step_and_saves_nothing(tiny
     assert all(torch.isfinite(value).all() for value in weights.values())
 
 
+def test_nan_on_one_ddp_rank_stops_both_before_the_step_is_saved(tiny_model_dir, tmp_path):
+    """Only rank 1's loss turns NaN; DDP's gradient all-reduce carries it to rank 0 (which writes checkpoints), so
+    both ranks stop at step 3 and neither a checkpoint nor a final model is written for it; the launch fails."""
+    import socket
+
+    from tests.launching import run_launch
+
+    script = tmp_path / "nan_on_rank1.py"
+    script.write_text(nan_at_step_script(3).replace("calls[0] == 3", "calls[0] == 3 and os.environ['RANK'] == '1'")
+                      .replace("import sys\n", "import os, sys\n", 1))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    env.pop("WORLD_SIZE", None)
+    proc = run_launch(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(ROOT / "accelerate_configs/cpu_2proc.yaml"), "--main_process_port", str(port), str(script),
+         "--config", str(ROOT / "recipes/tiny/dpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+         "--output_dir", str(out), "--per_device_train_batch_size", "2", "--max_steps", "4", "--save_steps", "1",
+         "--eval_after_training", "false"],
+        cwd=ROOT, env=env, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-4000:]
+    assert "rank 1 of world size 2" in log and "Training stopped at step 3: the gradient is not finite" in log, \
+        log[-4000:]
+    # Rank 0's NaN-free loss did not keep it going: it raised by itself (torchrun prefixes each rank's output).
+    assert any(line.startswith("[rank0]:") and "NonFiniteTrainingError" in line for line in log.splitlines())
+    assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-3").exists()
+    assert not (out / "model.safetensors").exists()
+
+
 def guard_args(**overrides):
     return SimpleNamespace(**{"fp16": False, "world_size": 1, "device": torch.device("cpu"), "output_dir": "out",
                               **overrides})
