@@ -123,6 +123,16 @@ def test_guard_raises_on_a_nan_gradient_and_names_the_parameter():
         guard.on_pre_optimizer_step(guard_args(), state, None, model=linear_with_grad(math.nan))
 
 
+def test_guard_checks_what_the_optimizer_steps_beyond_the_model():
+    """SparsePO's mask heads are stepped by the trainer's optimizer but are not part of the model."""
+    model, outside = linear_with_grad(1.0), torch.nn.Parameter(torch.zeros(3))
+    outside.grad = torch.tensor([0.0, math.inf, 0.0])
+    optimizer = torch.optim.SGD([*model.parameters(), outside], lr=0.1)
+    with pytest.raises(NonFiniteTrainingError, match=r"1 of 3 parameter tensors \(e.g. \['<parameter outside"):
+        NonFiniteGuard().on_pre_optimizer_step(guard_args(), SimpleNamespace(global_step=0), None, model=model,
+                                               optimizer=optimizer)
+
+
 def test_guard_tolerates_fp16_loss_scaling_overflows_until_they_repeat():
     """fp16 loss scaling overflows on purpose (the step is skipped, the scale lowered): only a streak stops a run."""
     guard, state, args = NonFiniteGuard(max_fp16_overflows=3), SimpleNamespace(global_step=0), guard_args(fp16=True)

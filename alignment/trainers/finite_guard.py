@@ -112,8 +112,8 @@ class NonFiniteGuard(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
         pairs = _gradients(optimizer, model)
         grads = [_local(g) for _, g in pairs]
-        device = grads[0].device if grads else args.device
-        flag = _any_nonfinite(grads, device)
+        # The flag lives where the process group communicates (NCCL: this rank's GPU), even if gradients are offloaded.
+        flag = _any_nonfinite(grads, args.device)
         if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         if not bool(flag):
