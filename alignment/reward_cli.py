@@ -184,6 +184,7 @@ def reward_main(argv=None):
     from .data_layouts import normalize_layouts
     from .data_loading import load_recipe_datasets, split_or_fail
     from .script_utils import finalize_run, start_run, train_and_save
+    from .trainers.validation import check_finite_column
 
     # Seeds before loading: the new `score` head is randomly initialised.
     script_args, training_args, model_args, mixture_args, recipe, state = start_run(
@@ -197,6 +198,8 @@ def reward_main(argv=None):
     for name, dataset in (("train", train_dataset), ("test", eval_dataset)):
         if dataset is not None and hasattr(dataset, "column_names"):
             check_pair_columns(dataset, name)
+            if "margin" in (dataset.column_names or []):  # TRL's RewardTrainer subtracts it inside the loss
+                check_finite_column(dataset, name, "margin")
     if "margin" in (train_dataset.column_names or []):
         logger.warning("The training data has a `margin` column: TRL's RewardTrainer subtracts it inside the "
                        "Bradley-Terry loss (-log sigma(r_c - r_r - margin)). Drop the column if that is not intended.")

@@ -173,6 +173,7 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     from trl import get_peft_config
 
     from .redaction import detach_hub_token
+    from .trainers.finite_guard import NonFiniteGuard
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     hub_token = detach_hub_token(training_args)
@@ -184,6 +185,7 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    trainer.add_callback(NonFiniteGuard())  # a NaN/inf gradient raises before it is applied or saved
     trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
     trainer.save_model(training_args.output_dir)
     return trainer, push_to_hub, hub_token

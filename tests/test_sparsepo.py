@@ -335,6 +335,20 @@ def test_resume_without_mask_heads_fails_clearly(tiny, tmp_path):
         again.train(resume_from_checkpoint=str(checkpoint))
 
 
+def test_resume_from_nan_mask_heads_fails_naming_the_file(tiny, tmp_path):
+    model, tokenizer = tiny
+    trainer = sparse_trainer(model, tokenizer, tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    path = tmp_path / "out" / "checkpoint-2" / MASK_HEADS_NAME
+    heads = torch.load(path, weights_only=True)
+    key = next(iter(heads))
+    heads[key].view(-1)[0] = float("nan")
+    torch.save(heads, path)
+    again = sparse_trainer(model, tokenizer, tmp_path, max_steps=3, save_strategy="no")
+    with pytest.raises(ValueError, match=rf"{MASK_HEADS_NAME} holds non-finite values .*'{key}'"):
+        again.train(resume_from_checkpoint=str(path.parent))
+
+
 @pytest.mark.parametrize("overrides, match", [
     ({"sparsepo_mask": "mapo", "loss_kwargs": {"independent_masks": True}}, "independent_masks"),
     ({"loss_type": ["sigmoid"], "sparsepo_mask": "mapo"}, "sparsepo_mask"),

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from .finite_guard import check_finite_state
+
 
 def per_process_state_file(args, directory: str, filename: str) -> str:
     """``<directory>/<filename>`` in a one-process run; ``<stem>_<rank><suffix>`` per process when several save."""
@@ -26,8 +28,10 @@ def save_per_process_state(args, directory: str, filename: str, state: Any) -> N
 
 def load_per_process_state(args, checkpoint: str, filename: str, missing_hint: str) -> Any:
     """This process's saved state; a missing file is a `FileNotFoundError` ending with ``missing_hint`` (why it
-    can be missing and what to do)."""
+    can be missing and what to do), a NaN/inf in it a `ValueError` naming the file and key."""
     path = per_process_state_file(args, checkpoint, filename)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: {missing_hint}")
-    return torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True)
+    check_finite_state(state, source=path)
+    return state

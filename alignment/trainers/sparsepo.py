@@ -22,6 +22,7 @@ from torch import nn
 
 from ..masks import SparseMaskHeads, mapo_mask
 from ..token_kl import token_kl
+from .finite_guard import check_finite_state
 
 MASK_KINDS = ("learned", "mapo")
 MAPO_ACTIVATIONS = ("resid", "mlp", "attn", "logits")
@@ -262,4 +263,6 @@ class ReferenceTokenOutputs:
             raise FileNotFoundError(f"{path} is missing: the checkpoint has no SparsePO mask heads (saved by another "
                                     "loss_type or `sparsepo_mask`). Resume from a checkpoint of the same recipe.")
         device = next(self.mask_heads.parameters()).device
-        self.mask_heads.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        state = torch.load(path, map_location=device, weights_only=True)
+        check_finite_state(state, source=path)
+        self.mask_heads.load_state_dict(state)

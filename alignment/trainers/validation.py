@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from datasets import Dataset
@@ -62,6 +63,29 @@ def fill_unused_chosen(dataset: Any, name: str, losses_reading_chosen: list[str]
     return dataset.map(copy_rejected, desc=f"Filling the unused chosen side of forget-only rows ({name})")
 
 
+def nonfinite_rows(values: Any) -> list[int]:
+    """Indices of the values that are not finite numbers (NaN, ±inf, None, strings)."""
+    return [index for index, value in enumerate(values)
+            if not isinstance(value, (int, float)) or not math.isfinite(value)]
+
+
+def check_finite_column(dataset: Any, name: str, column: str) -> None:
+    """`ValueError` naming `column` and its bad rows unless every value is a finite number.
+
+    A per-example number multiplies or shifts the loss, so one inf (or NaN) turns every gradient of its batch into
+    NaN and, once applied, every weight of the model.
+    """
+    values = dataset[column]
+    bad = nonfinite_rows(values)
+    if bad:
+        shown = ", ".join(f"{index} ({values[index]!r})" for index in bad[:10])
+        raise ValueError(
+            f"The {name} dataset has a `{column}` that is not a finite number in {len(bad)} row(s): {shown}"
+            f"{' ...' if len(bad) > 10 else ''}. Every `{column}` must be a finite number: fix those rows or drop "
+            f"them, e.g. `dataset.filter(lambda row: math.isfinite(row['{column}']))`."
+        )
+
+
 def check_preference_dataset(dataset: Any, name: str, required_extras: tuple[str, ...] = ()) -> None:
     """Raise a `ValueError` naming the problem and the fix if `dataset` cannot train a preference loss.
 
@@ -104,14 +128,11 @@ def check_preference_dataset(dataset: Any, name: str, required_extras: tuple[str
                 )
     for column in ("margin", "weight"):
         if column in columns:
-            for index, value in enumerate(dataset[column]):
-                if not isinstance(value, (int, float)) or value != value:
-                    raise ValueError(
-                        f"Row {index} of the {name} dataset has a non-numeric `{column}` ({value!r}); it must be a "
-                        "finite number."
-                    )
-                if column == "weight" and value < 0:
-                    raise ValueError(f"Row {index} of the {name} dataset has a negative `weight` ({value}).")
+            check_finite_column(dataset, name, column)
+    if "weight" in columns:
+        for index, value in enumerate(dataset["weight"]):
+            if value < 0:
+                raise ValueError(f"Row {index} of the {name} dataset has a negative `weight` ({value}).")
     bounds = {"empty_trace": ({0, 1}, "0 (trace pair) or 1 (empty-trace pair)"),
               "preference_prob": (None, "a probability in [0, 1]")}
     for column, (allowed, description) in bounds.items():
