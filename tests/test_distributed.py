@@ -31,7 +31,12 @@ from tests.launching import run_launch
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "accelerate_configs"
 TIMEOUT_S = 600
-PARAM_ATOL = 1e-5  # measured 3.4e-6 for DDP, ZeRO-2 and ZeRO-3 against the 1-process run
+# The recipes train 8 AdamW steps at lr 1e-3. The ranks' gradients are summed in another float32 order than the one
+# process's, and Adam divides every gradient element by its running RMS: an element whose gradient is as small as
+# that rounding moves by a different fraction of lr on each step. Measured 3.4e-6 (DDP, ZeRO-2, ZeRO-3 vs 1 process)
+# and 1.08e-5 on another machine; 5e-5 is 0.6% of one step's lr over 8 steps, still 20x below the movement checked.
+PARAM_ATOL = 5e-5
+MIN_MOVEMENT = 1e-3  # training moves the parameters by more than this, so a comparison at PARAM_ATOL is not vacuous
 LOSS_ATOL = 1e-5  # measured <= 1.2e-7
 
 
@@ -136,7 +141,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(runs, tiny_mod
     start = load_file(Path(tiny_model_dir) / "model.safetensors")
     one = single.params()
     # Not vacuous: training moved the parameters by far more than the tolerance.
-    assert max((one[k] - start[k]).abs().max().item() for k in start) > 100 * PARAM_ATOL
+    assert max((one[k] - start[k]).abs().max().item() for k in start) > MIN_MOVEMENT
     assert_params_close(ddp.params(), one, PARAM_ATOL)
     assert len(single.losses()) == len(ddp.losses()) == 8
     assert ddp.losses() == pytest.approx(single.losses(), abs=LOSS_ATOL, rel=0)
