@@ -13,7 +13,8 @@ compares them with its ``verify`` (numeric within 6 decimals, symbolic simplific
 Paper vs code (open-r1 ``accuracy_reward`` / TRL 1.16 ``trl.rewards.accuracy_reward``, which this follows):
 
 * TRL's function reads only a ``solution`` column and only conversational completions (``completion[0]["content"]``);
-  this one reads ``solution``, or ``answer`` when there is no ``solution``, and plain or conversational completions. That is why it is not TRL's function re-registered.
+  this one reads ``solution``, or ``answer`` when there is no ``solution``, and plain or conversational completions,
+  which is why it is not TRL's function re-registered.
 * TRL / open-r1 extract the completion's answer only next to an anchor (``try_extract_without_anchor=False``) with
   ``NormalizationConfig(units=True)`` alone, which turns off math-verify's ``malformed_operators`` fix: a bare ``7``,
   an inline ``$\\dfrac{3}{4}$`` and ``\\boxed{\\frac12}`` all score 0 there. Here the completion is parsed with
