@@ -555,4 +555,7 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             setattr(self, name, dict(value or {}))
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
+        from .reward_sources import check_reward_sources
+
+        check_reward_sources(self.reward_funcs, self.reward_kwargs)  # a bad reward fails before any model loads
         super().__post_init__()

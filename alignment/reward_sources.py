@@ -16,6 +16,8 @@ part of its path (TRL's ``get_config_model_id(config).split("/")[-1]``) and take
 ``dtype`` (default ``float32``). A string that resolves to nothing is one ValueError listing what was tried and the
 valid forms. `check_reward(reward, example)` calls a reward once on the first dataset example (or a dummy one), so a
 broken function fails at start-up; `resolve_rewards` does both for a recipe's list (and refuses duplicate names).
+`check_reward_sources` is the part that needs no model weights (a reward model's config only): `GroupRLConfig` runs
+it, so a bad string fails before the policy loads.
 
 What is reused and what is written here, and why:
 
@@ -228,7 +230,17 @@ def _from_import_path(spec: str, tried: list[str]):
         return None
 
 
-def _reward_model(spec: str, kwargs: Mapping[str, Any], tried: list[str]):
+def _check_reward_model_config(path: str) -> None:
+    """The checkpoint's config alone (no weights): a reward model has one output (`load_reward_model`'s check)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "num_labels", None) != 1:
+        raise ValueError(f"{path} is not a reward model: it has num_labels={getattr(config, 'num_labels', None)} "
+                         f"(architectures {getattr(config, 'architectures', None)})")
+
+
+def _reward_model(spec: str, kwargs: Mapping[str, Any], tried: list[str], load: bool = True):
     local = Path(spec).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
@@ -250,6 +262,9 @@ def _reward_model(spec: str, kwargs: Mapping[str, Any], tried: list[str]):
     from .reward_cli import load_reward_model
 
     try:
+        if not load:
+            _check_reward_model_config(path)
+            return path
         model, tokenizer = load_reward_model(path, dtype=options["dtype"], device="cpu")
     except Exception as error:
         where = "the Hub id" if path == spec and not local.is_dir() else "the directory"
@@ -266,6 +281,21 @@ def resolve_reward(spec: str, **kwargs: Any) -> Callable:
     stable ``__name__`` and TRL's signature. Raises `RewardResolutionError` listing what was tried when nothing fits.
     Does not call the reward: `check_reward` does.
     """
+    return _resolve(spec, kwargs, load_models=True)
+
+
+def check_reward_sources(specs: Sequence[str], reward_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """What `resolve_rewards` checks that needs no model weights: every string resolves, kwargs fit, reward models
+    have a num_labels=1 config. Cheap enough for a config's start-up, before any model loads."""
+    reward_kwargs = dict(reward_kwargs or {})
+    unused = sorted(set(reward_kwargs) - set(specs))
+    if unused:
+        raise ValueError(f"`reward_kwargs` has entries for {unused}, which are not in `reward_funcs` ({list(specs)}).")
+    for spec in specs:
+        _resolve(spec, reward_kwargs.get(spec, {}), load_models=False)
+
+
+def _resolve(spec: str, kwargs: Mapping[str, Any], load_models: bool):
     from .rewards import get_reward_function, list_rewards
 
     if not isinstance(spec, str) or not spec.strip():
@@ -282,7 +312,7 @@ def resolve_reward(spec: str, **kwargs: Any) -> Callable:
             resolved_spec, fn = found
             _check_signature(spec, fn, kwargs)
             return SourcedReward(resolved_spec, fn, kwargs)
-    model_reward = _reward_model(spec, kwargs, tried)
+    model_reward = _reward_model(spec, kwargs, tried, load=load_models)
     if model_reward is not None:
         return model_reward
     raise RewardResolutionError(

@@ -221,3 +221,25 @@ def test_grpo_reward_that_breaks_on_the_first_example_fails_before_training(tiny
     with pytest.raises(ValueError, match="needs_hint' failed its start-up call"):
         GroupRLTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=config,
                        train_dataset=prompts, processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+def test_recipe_config_checks_reward_strings_before_any_model_loads(tiny_model_dir, reward_model_dir, reward_file,
+                                                                    tmp_path, monkeypatch):
+    import alignment.reward_cli
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the config check must not load a reward model's weights")
+
+    monkeypatch.setattr(alignment.reward_cli, "load_reward_model", no_weights)
+    args = trainer_test_args(tmp_path, num_generations=G, per_device_train_batch_size=G)
+    config = GroupRLConfig(**args, reward_funcs=["accuracy_reward", reward_model_dir, "my_rewards.py:length_penalty"],
+                           reward_kwargs={reward_model_dir: {"batch_size": 8}})
+    assert config.reward_funcs[1] == reward_model_dir
+    for funcs, kwargs, message in [
+        (["missing.py:fn"], {}, "missing.py does not exist"),
+        ([tiny_model_dir], {}, "not a reward model: it has num_labels=2"),
+        ([reward_model_dir], {reward_model_dir: {"batch": 8}}, r"does not take \['batch'\]"),
+        (["my_rewards.py:length_penalty"], {"my_rewards.py:length_penalty": {"scal": 1}}, "does not take"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            GroupRLConfig(**args, reward_funcs=funcs, reward_kwargs=kwargs)
