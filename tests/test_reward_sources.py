@@ -92,6 +92,15 @@ def test_math_verify_reward_on_latex_answers_where_accuracy_reward_fails():
     assert get_reward_function("accuracy_reward")(completions=completions, answer=golds) == [0.0] * len(golds)
 
 
+def test_trl_accuracy_reward_is_not_reused_because_it_misses_these():
+    # Why math_verify_reward is its own function: TRL 1.16's reward (open-r1's settings) needs an anchor, turns off the
+    # `\frac12` fix and cannot parse a bare LaTeX gold. Same completions as above, conversational as TRL requires.
+    from trl.rewards import accuracy_reward as trl_accuracy
+
+    completions = [[{"role": "assistant", "content": c}] for c, _, _ in LATEX_CASES[:3]]
+    assert trl_accuracy(completions, [g for _, g, _ in LATEX_CASES[:3]]) == [0.0, 0.0, None]
+
+
 def test_math_verify_reward_wrong_answers_gold_columns_and_unparseable_gold():
     reward = get_reward_function("math_verify_reward")
     conversational = [[{"role": "assistant", "content": r"\boxed{\frac13}"}], "7", "no number here", "7"]
