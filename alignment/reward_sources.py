@@ -259,6 +259,11 @@ def _reward_model(spec: str, kwargs: Mapping[str, Any], tried: list[str], load: 
     batch_size = options["batch_size"]
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"reward model {spec!r}: `batch_size` must be a positive int, got {batch_size!r}.")
+    import torch
+
+    if not isinstance(getattr(torch, str(options["dtype"]), None), torch.dtype):
+        raise ValueError(f"reward model {spec!r}: `dtype` must name a torch dtype (float32, bfloat16, float16), "
+                         f"got {options['dtype']!r}.")
     from .reward_cli import load_reward_model
 
     try:

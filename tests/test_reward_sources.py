@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pickle
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -248,6 +247,7 @@ def test_recipe_config_checks_reward_strings_before_any_model_loads(tiny_model_d
         (["missing.py:fn"], {}, "missing.py does not exist"),
         ([tiny_model_dir], {}, "not a reward model: it has num_labels=2"),
         ([reward_model_dir], {reward_model_dir: {"batch": 8}}, r"does not take \['batch'\]"),
+        ([reward_model_dir], {reward_model_dir: {"dtype": "bf16"}}, "`dtype` must name a torch dtype"),
         (["my_rewards.py:length_penalty"], {"my_rewards.py:length_penalty": {"scal": 1}}, "does not take"),
     ]:
         with pytest.raises(ValueError, match=message):
