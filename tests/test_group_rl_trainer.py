@@ -350,7 +350,7 @@ def test_recipe_settings_follow_the_papers():
 
 
 def test_unknown_reward_name_fails_at_start_up(tiny_model_dir, tmp_path, prompts):
-    with pytest.raises(ValueError, match="Valid names"):
+    with pytest.raises(ValueError, match="Cannot resolve reward 'accuracy'"):
         make_trainer(tiny_model_dir, tmp_path, prompts, None, reward_funcs=["accuracy"])
 
 

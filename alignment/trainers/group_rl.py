@@ -21,8 +21,9 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   weights (gradient-based before each batch's advantages, or hypervolume-guided after each evaluation), logged as
   `reward_weight/<reward>` and saved in checkpoints.
 - **Start-up checks.** Unknown estimator / hyper-parameter, generation paths the greedy rollout does not cover, TRL
-  options that our advantages or surrogate would silently override, unknown reward names, reward-weighting settings
-  that cannot work, and a dataset without the columns the rewards read all fail before the first step.
+  options that our advantages or surrogate would silently override, unresolvable rewards or ones that fail on the
+  first training example, reward-weighting settings that cannot work, and a dataset without the columns the rewards
+  read all fail before the first step.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from ..advantages import compute_advantages, get_advantage_estimator, resolve_loss_type, validate_advantage_estimator
+from ..reward_sources import trl_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
@@ -94,23 +96,21 @@ _SURROGATE_CONFLICTS = {
 }
 
 
-def resolve_reward_funcs(names: list[str], reward_kwargs: dict[str, dict]) -> list[Callable]:
-    """Reward callables for the names in a recipe, from the `alignment.rewards` registry (checked there)."""
-    from ..rewards import get_reward_function
+def resolve_reward_funcs(names: list[str], reward_kwargs: dict[str, dict],
+                         example: dict | None = None) -> list[Callable]:
+    """Reward callables for a recipe's `reward_funcs` strings (`alignment.reward_sources.resolve_rewards`: registry
+    names, import paths, files, reward models), each called once on ``example`` (or a dummy one)."""
+    from ..reward_sources import resolve_rewards
 
-    unused = sorted(set(reward_kwargs) - set(names))
-    if unused:
-        raise ValueError(f"`reward_kwargs` has entries for {unused}, which are not in `reward_funcs` ({names}).")
-    if not names:
-        raise ValueError("`reward_funcs` is empty; name at least one, e.g. `accuracy_reward`.")
-    return [get_reward_function(name, **reward_kwargs.get(name, {})) for name in names]
+    return resolve_rewards(names, reward_kwargs, example)
 
 
 class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
     """A `trl.GRPOTrainer` whose advantages come from `alignment.advantages` (selected by `args.advantage_estimator`).
 
-    Reward functions: the `reward_funcs` argument (callables or Hub ids, as in TRL) or, when omitted, the names in
-    `args.reward_funcs`. See the module docstring for what differs from the parent.
+    Reward functions: the `reward_funcs` argument (callables or Hub ids, as in TRL) or, when omitted, the strings in
+    `args.reward_funcs` (registry names, import paths, files, reward models: `alignment.reward_sources`), each called
+    once on the first training example. See the module docstring for what differs from the parent.
     """
 
     _tag_names = ["trl", "grpo", "alignment"]
@@ -123,14 +123,20 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         if args is None:
             raise ValueError("GroupRLTrainer needs `args` (an `alignment.GroupRLConfig`).")
         self._check_config(args)
-        if reward_funcs is None:
-            reward_funcs = resolve_reward_funcs(list(args.reward_funcs), dict(args.reward_kwargs))
+        given = reward_funcs if reward_funcs is None or isinstance(reward_funcs, list) else [reward_funcs]
+        names = list(args.reward_funcs) if given is None else [getattr(f, "__name__", "") for f in given]
+        for name, dataset in [("train", train_dataset), *self._eval_sets(eval_dataset)]:
+            self._check_dataset(dataset, name, names)
+        if given is None:  # each is called once on the first training example before the run starts
+            first = train_dataset[0] if isinstance(train_dataset, Dataset) and len(train_dataset) else None
+            given = resolve_reward_funcs(names, dict(args.reward_kwargs), first)
+        # A resolved reward model goes to TRL as model + tokenizer: TRL places it on the device and scores it.
+        funcs, reward_tokenizers = trl_reward_funcs(given)
+        if reward_tokenizers is not None:
+            kwargs.setdefault("reward_processing_classes", reward_tokenizers)
         from ..reward_checks import checked_reward_funcs
 
-        reward_funcs = checked_reward_funcs(reward_funcs)  # NaN/inf scores: an error naming the function
-        funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        for name, dataset in [("train", train_dataset), *self._eval_sets(eval_dataset)]:
-            self._check_dataset(dataset, name, funcs)
+        reward_funcs = funcs = checked_reward_funcs(funcs)  # NaN/inf scores: an error naming the function
         check_reward_weighting_config(args, len(funcs))
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
@@ -184,13 +190,12 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
                                      f"`clip_by_advantage_sign` / HAPO switches; leave it at {default!r}.")
 
     @staticmethod
-    def _check_dataset(dataset, name: str, funcs: list) -> None:
+    def _check_dataset(dataset, name: str, names: list[str]) -> None:
         if not isinstance(dataset, Dataset):
             return
         if "prompt" not in dataset.column_names:
             raise ValueError(f"The {name} dataset has no `prompt` column (columns: {dataset.column_names}); group RL "
                              "needs prompt-only data, e.g. `dataset_name: task-suite` loads it in that format.")
-        names = [getattr(f, "__name__", "") for f in funcs]
         if _CORRECTNESS_REWARD in names and "answer" not in dataset.column_names:
             raise ValueError(f"The {name} dataset has no `answer` column, which `accuracy_reward` compares the "
                              "completions' final answers with. Add one or choose other `reward_funcs`.")
