@@ -62,8 +62,12 @@ _TRAINABLE = {"preference": ({"chosen", "rejected"},), "sft": ({"messages"}, {"c
 
 
 def is_trainable_split(dataset, fmt: str) -> bool:
-    """Whether ``dataset`` has the columns of ``fmt``'s training data (a streamed split of unknown columns: yes)."""
+    """Whether ``dataset`` holds ``fmt``'s training data (a streamed split of unknown columns: yes).
+
+    The columns must be there and filled: `datasets` gives every split of a directory the union of the files' columns,
+    so held-out prompts next to generated pairs have `chosen`/`rejected` columns of None.
+    """
     if dataset.column_names is None:
         return True
-    columns = set(dataset.column_names)
-    return any(needed <= columns for needed in _TRAINABLE[fmt])
+    first = dataset[0] if len(dataset) else {}
+    return any(all(first.get(column) is not None for column in needed) for needed in _TRAINABLE[fmt])

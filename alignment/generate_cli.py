@@ -96,12 +96,12 @@ def generate_main(argv: list[str] | None = None) -> dict:
     from .models import resolve_model_name_or_path
     from .pair_generation import build_pairs, sample_completions, score_completions
     from .script_utils import load_tokenizer, parse_recipe
-    from .trainers.group_rl import resolve_reward_funcs
+    from .reward_sources import RewardModelReward, check_reward_sources, resolve_rewards
 
     args, *_ = parse_recipe((PairGenerationArguments,), argv)  # (args, [the parser's leftovers,] recipe)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    # Rewards first: a bad name or argument fails before the model is loaded.
-    rewards = resolve_reward_funcs(list(args.reward_funcs), dict(args.reward_kwargs))
+    # Rewards and data first: a bad reward, file or layout fails before the model is loaded.
+    check_reward_sources(list(args.reward_funcs), args.reward_kwargs)
     data = normalize_layouts(load_recipe_datasets(args, fmt="prompt_only"), "prompt_only")
     prompts = split_or_fail(data, args.dataset_train_split, "dataset_train_split")
     if "prompt" not in prompts.column_names:
@@ -109,13 +109,19 @@ def generate_main(argv: list[str] | None = None) -> dict:
                          f"{prompts.column_names}); pair generation samples completions for prompts.")
     if args.limit is not None:
         prompts = prompts.select(range(min(args.limit, len(prompts))))
+    if len(prompts) == 0:
+        raise ValueError(f"The {args.dataset_train_split!r} split has no prompts.")
+    # Each reward is called once on the first prompt, as in GRPO: one that cannot read this data fails now.
+    rewards = resolve_rewards(list(args.reward_funcs), args.reward_kwargs, example=prompts[0])
 
     path = resolve_model_name_or_path(args.model_name_or_path)
     tokenizer = load_tokenizer(path, chat_template=args.chat_template)
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
+    for reward in rewards:
+        if isinstance(reward, RewardModelReward):
+            reward.to(device)
     rows = list(prompts)
     completions = sample_completions(model, tokenizer, [row["prompt"] for row in rows], num_samples=args.num_samples,
                                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
