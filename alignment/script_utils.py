@@ -137,22 +137,32 @@ def load_model_and_tokenizer(model_args, script_args, training_args, model_cls=N
 
 
 def resolve_resume_checkpoint(training_args) -> str | bool | None:
-    """`resume_from_checkpoint: true` (or `last`) resumes from the newest checkpoint in `output_dir`, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """`resume_from_checkpoint: true` (or `last`) resumes from the newest *complete* checkpoint in `output_dir`.
+
+    Newer checkpoints that a kill or a full disk left incomplete are skipped, with the file that is missing or
+    corrupt, never deleted (`alignment.resume`). Announced at WARNING, the level every process logs at by default.
+    """
+    from .resume import newest_complete_checkpoint
 
     value = training_args.resume_from_checkpoint
     if isinstance(value, str) and value.lower() in {"true", "last", "yes"}:
         value = True
     if isinstance(value, str) and value.lower() in {"false", "no", "none", ""}:
         value = None
-    if value is True:
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last is None:
-            logger.info("resume_from_checkpoint: no checkpoint in %s yet; starting from scratch.", training_args.output_dir)
-        else:
-            logger.info("Resuming from %s", last)
-        return last
-    return value
+    if value is not True:
+        return value
+    chosen, skipped = newest_complete_checkpoint(training_args.output_dir, world_size=training_args.world_size,
+                                                 save_only_model=training_args.save_only_model)
+    say = logger.warning if training_args.should_log else logger.debug  # once, not once per rank
+    for checkpoint, problems in skipped:
+        say("resume_from_checkpoint: skipping incomplete %s (left as is): %s", checkpoint, "; ".join(problems))
+    if chosen is not None:
+        say("resume_from_checkpoint: resuming from %s", chosen)
+    elif skipped:
+        say("resume_from_checkpoint: no complete checkpoint in %s; starting from scratch.", training_args.output_dir)
+    else:
+        say("resume_from_checkpoint: no checkpoint in %s yet; starting from scratch.", training_args.output_dir)
+    return str(chosen) if chosen is not None else None
 
 
 def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, train_dataset, eval_dataset):
