@@ -169,9 +169,13 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     """Build `trainer_cls`, train (resuming if the recipe asks), save the final model to `output_dir`.
 
     Returns ``(trainer, push_to_hub)``: the Trainer would push on every save, so its `push_to_hub` is turned off here
-    and the caller pushes once, at the end, with the model card and evaluation (`finalize_run`).
+    and the caller pushes once, at the end, with the model card and evaluation (`finalize_run`). On SIGTERM the
+    Trainer saves a checkpoint and stops, and this raises ``SystemExit(143)`` instead of returning
+    (`alignment.trainers.preemption`).
     """
     from trl import get_peft_config
+
+    from .trainers.preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     trainer = trainer_cls(
@@ -182,7 +186,14 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+    preemption = PreemptionCallback()
+    trainer.add_callback(preemption)
+    with preemption.handling_signals():
+        trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+    if preemption.preempted_at is not None:  # a checkpoint, not a finished run: no final save, evaluation or push
+        logger.warning(preemption.message(training_args.output_dir, training_args.process_index))
+        trainer.end()
+        raise SystemExit(PREEMPTED_EXIT_CODE)
     trainer.save_model(training_args.output_dir)
     return trainer, push_to_hub
 
