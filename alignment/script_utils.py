@@ -171,11 +171,11 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     Returns ``(trainer, push_to_hub)``: the Trainer would push on every save, so its `push_to_hub` is turned off here
     and the caller pushes once, at the end, with the model card and evaluation (`finalize_run`). On SIGTERM the
     Trainer saves a checkpoint and stops, and this raises ``SystemExit(143)`` instead of returning
-    (`alignment.trainers.preemption`).
+    (`alignment.preemption`).
     """
     from trl import get_peft_config
 
-    from .trainers.preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
+    from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     trainer = trainer_cls(

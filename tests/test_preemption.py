@@ -1,5 +1,5 @@
 """SIGTERM (what Slurm and cloud schedulers send before killing) saves a checkpoint and exits with status 143; the
-run then resumes from it (`alignment.trainers.preemption`, `alignment.resume`).
+run then resumes from it (`alignment.preemption`, `alignment.resume`).
 
 Real signals throughout: sent by the process to itself in the middle of a step (in-process, so the step it stops at
 is exact), and from outside to a 1-process and a 2-process run of `scripts/run_dpo.py`.
@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from alignment import cli
 from alignment.resume import checkpoint_problems, checkpoints_newest_first
-from alignment.trainers.preemption import PREEMPTED_EXIT_CODE
+from alignment.preemption import PREEMPTED_EXIT_CODE
 from tests.launching import run_launch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,3 +191,25 @@ def test_sigterm_to_every_rank_of_a_two_process_run(tiny_model_dir, tmp_path):
     assert f"resume_from_checkpoint: resuming from {checkpoint}" in log
     assert "rank 1 of world size 2" in log
     assert checkpoints_newest_first(out)[0].name == "checkpoint-32" and (out / "model.safetensors").is_file()
+
+
+REDUCE_ON_ONE_RANK = """
+import sys
+import torch.distributed as dist
+from alignment.preemption import any_process
+
+rank, port = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+print(any_process(rank == 1), any_process(False))
+dist.destroy_process_group()
+"""
+
+
+def test_a_signal_seen_by_one_rank_stops_every_rank():
+    """The flag is max-reduced over ranks: a rank the signal has not reached yet stops at the same step."""
+    port = str(_free_port())
+    ranks = [subprocess.Popen([sys.executable, "-c", REDUCE_ON_ONE_RANK, str(rank), port], cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [rank.communicate(timeout=TIMEOUT_S) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0], outputs
+    assert [out.split() for out, _ in outputs] == [["True", "False"], ["True", "False"]]

@@ -47,9 +47,9 @@ def any_process(flag: bool) -> bool:
     """True if `flag` is set on any process of the default process group (max all-reduce), else this process's."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return flag
-    from accelerate import PartialState
-
-    value = torch.tensor([int(flag)], device=PartialState().device)
+    # gloo reduces CPU tensors; NCCL (and the other accelerator backends) tensors on this process's device.
+    gloo = torch.distributed.get_backend() == "gloo"
+    value = torch.tensor([int(flag)], device="cpu" if gloo else torch.accelerator.current_accelerator())
     torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
     return bool(value.item())
 
@@ -88,6 +88,7 @@ class PreemptionCallback(TrainerCallback):
         if any_process(self.received is not None):
             control.should_save = True
             control.should_training_stop = True
+            control.should_evaluate = False  # the grace period is for the save; the resumed run evaluates
             self.preempted_at = state.global_step
         return control
 
