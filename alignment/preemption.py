@@ -94,8 +94,8 @@ class PreemptionCallback(TrainerCallback):
 
     def message(self, output_dir: str, rank: int) -> str:
         name = signal.Signals(self.received).name if self.received is not None else "another rank's signal"
-        return (f"rank {rank}: preempted ({name}): saved {output_dir}/checkpoint-{self.preempted_at} and stopped at step "
-                f"{self.preempted_at}. The final model was NOT written. Run again with `resume_from_checkpoint: "
+        return (f"rank {rank}: preempted ({name}): saved {output_dir}/checkpoint-{self.preempted_at} and stopped "
+                f"at step {self.preempted_at}. The final model was NOT written. Run again with `resume_from_checkpoint: "
                 f"true` to continue; exiting with status {PREEMPTED_EXIT_CODE}.")
 
 

@@ -197,7 +197,8 @@ def _every_file_problems(directory: Path) -> list[str]:
     return [p for p in (file_problem(f) for f in sorted(directory.iterdir()) if f.is_file()) if p is not None]
 
 
-def checkpoint_problems(directory: str | os.PathLike, *, world_size: int = 1, save_only_model: bool = False) -> list[str]:
+def checkpoint_problems(directory: str | os.PathLike, *, world_size: int = 1,
+                        save_only_model: bool = False) -> list[str]:
     """Everything that keeps `directory` from being resumed by a run of `world_size` processes; [] if complete.
 
     ``save_only_model`` checkpoints hold no optimizer, scheduler or RNG state, so those are not required then.
