@@ -95,6 +95,33 @@ def test_sigterm_mid_step_saves_that_step_exits_143_and_resumes_to_the_same_weig
     assert_same_weights(cut, full, Path(tiny_model_dir))
 
 
+@pytest.mark.parametrize("main", ["sft", "grpo"])
+def test_every_recipe_script_saves_and_exits_on_sigterm(tiny_model_dir, tmp_path, monkeypatch, main):
+    """The other trainers get the same callback from `train_and_save` (SFT's tiny recipe saves no checkpoints at all:
+    preemption saves one anyway)."""
+    from alignment.trainers.group_rl import GroupRLTrainer
+    from alignment.trainers.sft import DomainSFTTrainer
+
+    trainer_cls = {"sft": DomainSFTTrainer, "grpo": GroupRLTrainer}[main]
+    original_step, calls = trainer_cls.training_step, {"n": 0}
+
+    def step_signalling_at_2(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_cls, "training_step", step_signalling_at_2)
+    out = tmp_path / main
+    with pytest.raises(SystemExit) as exited:
+        getattr(cli, f"{main}_main")(["--config", str(ROOT / f"recipes/tiny/{main}.yaml"), "--model_name_or_path",
+                                      str(tiny_model_dir), "--output_dir", str(out), "--eval_after_training", "false"])
+    assert exited.value.code == PREEMPTED_EXIT_CODE
+    checkpoint, step = only_checkpoint(out)
+    assert step == 2 and checkpoint_problems(checkpoint) == []
+    assert_stopped_unfinished(out)
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                TQDM_DISABLE="1", WANDB_DISABLED="true", PYTHONUNBUFFERED="1")
