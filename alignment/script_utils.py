@@ -145,22 +145,32 @@ def load_model_and_tokenizer(model_args, script_args, training_args, model_cls=N
 
 
 def resolve_resume_checkpoint(training_args) -> str | bool | None:
-    """`resume_from_checkpoint: true` (or `last`) resumes from the newest checkpoint in `output_dir`, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """`resume_from_checkpoint: true` (or `last`) resumes from the newest *complete* checkpoint in `output_dir`.
+
+    Newer checkpoints that a kill or a full disk left incomplete are skipped, with the file that is missing or
+    corrupt, never deleted (`alignment.resume`). Announced at WARNING, the level every process logs at by default.
+    """
+    from .resume import newest_complete_checkpoint
 
     value = training_args.resume_from_checkpoint
     if isinstance(value, str) and value.lower() in {"true", "last", "yes"}:
         value = True
     if isinstance(value, str) and value.lower() in {"false", "no", "none", ""}:
         value = None
-    if value is True:
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last is None:
-            logger.info("resume_from_checkpoint: no checkpoint in %s yet; starting from scratch.", training_args.output_dir)
-        else:
-            logger.info("Resuming from %s", last)
-        return last
-    return value
+    if value is not True:
+        return value
+    chosen, skipped = newest_complete_checkpoint(training_args.output_dir, world_size=training_args.world_size,
+                                                 save_only_model=training_args.save_only_model)
+    say = logger.warning if training_args.should_log else logger.debug  # once, not once per rank
+    for checkpoint, problems in skipped:
+        say("resume_from_checkpoint: skipping incomplete %s (left as is): %s", checkpoint, "; ".join(problems))
+    if chosen is not None:
+        say("resume_from_checkpoint: resuming from %s", chosen)
+    elif skipped:
+        say("resume_from_checkpoint: no complete checkpoint in %s; starting from scratch.", training_args.output_dir)
+    else:
+        say("resume_from_checkpoint: no checkpoint in %s yet; starting from scratch.", training_args.output_dir)
+    return str(chosen) if chosen is not None else None
 
 
 def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, train_dataset, eval_dataset):
@@ -169,9 +179,12 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     Returns ``(trainer, push_to_hub, hub_token)``: the Trainer would push on every save, so its `push_to_hub` is
     turned off here and the caller pushes once, at the end, with the model card and evaluation (`finalize_run`).
     The token is taken off the arguments too: the Trainer pickles them into `training_args.bin` in every checkpoint.
+    On SIGTERM the Trainer saves a checkpoint and stops, and this raises ``SystemExit(143)`` instead of returning
+    (`alignment.preemption`).
     """
     from trl import get_peft_config
 
+    from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
     from .redaction import detach_hub_token
     from .trainers.finite_guard import NonFiniteGuard
 
@@ -186,7 +199,14 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
         peft_config=get_peft_config(model_args),
     )
     trainer.add_callback(NonFiniteGuard())  # a NaN/inf gradient raises before it is applied or saved
-    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+    preemption = PreemptionCallback()
+    trainer.add_callback(preemption)
+    with preemption.handling_signals():
+        trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+    if preemption.preempted_at is not None:  # a checkpoint, not a finished run: no final save, evaluation or push
+        logger.warning(preemption.message(training_args.output_dir, training_args.process_index))
+        trainer.end()
+        raise SystemExit(PREEMPTED_EXIT_CODE)
     trainer.save_model(training_args.output_dir)
     return trainer, push_to_hub, hub_token
 

@@ -14,12 +14,18 @@ import torch
 from .finite_guard import check_finite_state
 
 
-def per_process_state_file(args, directory: str, filename: str) -> str:
-    """``<directory>/<filename>`` in a one-process run; ``<stem>_<rank><suffix>`` per process when several save."""
-    if args.world_size <= 1:
-        return os.path.join(directory, filename)
+def per_process_file_name(filename: str, *, rank: int, world_size: int) -> str:
+    """``<filename>`` in a one-process run; ``<stem>_<rank><suffix>`` per process when several save (HF's
+    ``rng_state_<rank>.pth`` scheme, which `alignment.resume` relies on to check every rank's files)."""
+    if world_size <= 1:
+        return filename
     stem, suffix = os.path.splitext(filename)
-    return os.path.join(directory, f"{stem}_{args.process_index}{suffix}")
+    return f"{stem}_{rank}{suffix}"
+
+
+def per_process_state_file(args, directory: str, filename: str) -> str:
+    return os.path.join(directory, per_process_file_name(filename, rank=args.process_index,
+                                                         world_size=args.world_size))
 
 
 def save_per_process_state(args, directory: str, filename: str, state: Any) -> None:
