@@ -170,7 +170,7 @@ def test_nonfinite_entries_name_the_keys():
 def test_per_process_state_with_nan_is_rejected_naming_file_and_key(tmp_path):
     torch.save({"weights": torch.tensor([0.5, math.nan])}, tmp_path / "domain_weights.pt")
     with pytest.raises(ValueError, match=r"domain_weights.pt holds non-finite values .* \['weights'\]"):
-        load_per_process_state(SimpleNamespace(world_size=1), str(tmp_path), "domain_weights.pt", "unused")
+        load_per_process_state(SimpleNamespace(world_size=1, process_index=0), str(tmp_path), "domain_weights.pt", "unused")
 
 
 def test_resume_from_a_loss_state_with_a_nan_buffer_fails_naming_the_file(tiny_model_dir, tmp_path):
