@@ -12,7 +12,7 @@ from .adapters import merged_output
 from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, PreferenceConfig
 from .data_layouts import is_trainable_split, normalize_layouts
 from .data_loading import load_recipe_datasets, split_or_fail
-from .evaluation import check_answer_evaluation, evaluate_answers
+from .evaluation import evaluate_answers, prepare_evaluation
 from .script_utils import (
     answer_eval_dataset,
     evaluate_trained_model,
@@ -59,14 +59,21 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
         logger.info("The %r split has no %s columns (it has %s): it is used for the answer evaluation only.",
                     script_args.dataset_test_split, fmt, eval_dataset.column_names)
         eval_dataset = None
-    answers = answer_eval_dataset(script_args, data)
+    # Held-out generations are scored by the recipe's `eval_reward_funcs`, else (group RL) by the training rewards,
+    # else by the default verifier for the gold column (`evaluation.default_eval_rewards`).
+    eval_specs, eval_kwargs = script_args.eval_reward_funcs, script_args.eval_reward_kwargs
+    if not eval_specs and fmt == "prompt_only":
+        eval_specs, eval_kwargs = list(training_args.reward_funcs), dict(training_args.reward_kwargs)
+    answers = answer_eval_dataset(script_args, data, have_rewards=bool(eval_specs))
+    eval_rewards = None
     if answers is not None and (script_args.eval_before_training or script_args.eval_after_training):
-        check_answer_evaluation(tokenizer, answers)  # a layout it cannot read fails now, not after training
+        # a layout, a column or a reward the evaluation cannot use fails now, not after training
+        eval_rewards = prepare_evaluation(tokenizer, answers, eval_specs, eval_kwargs)
 
     results = {}
     if script_args.eval_before_training and answers is not None and state.is_main_process:
         results["before"] = evaluate_answers(
-            model, tokenizer, answers, script_args.eval_max_new_tokens, script_args.eval_batch_size
+            model, tokenizer, answers, script_args.eval_max_new_tokens, script_args.eval_batch_size, eval_rewards
         )
     state.wait_for_everyone()
 
@@ -85,7 +92,7 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
     if trainer.accelerator.is_main_process:
         if answers is not None and script_args.eval_after_training:
             after = _guarded(errors, "after", lambda: evaluate_trained_model(
-                trainer, tokenizer, answers, script_args, training_args.output_dir))
+                trainer, tokenizer, answers, script_args, training_args.output_dir, eval_rewards))
             if after is not None:
                 results["after"] = after
         if errors:

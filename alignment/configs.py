@@ -89,8 +89,29 @@ class AlignmentScriptArguments(ScriptArguments):
         },
     )
 
+    eval_reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Rewards that score the held-out generations, in the forms GRPO's `reward_funcs` takes (a "
+            "registered name, `pkg.module:fn`, `path/to/file.py:fn`, a reward-model directory or Hub id); each is "
+            "averaged per `domain` and the first one is reported as `accuracy`. Default: a group-RL run's own "
+            "`reward_funcs`; otherwise `accuracy_reward` (the final-answer check) on an `answer` column, or "
+            "`math_verify_reward` on a `solution` column."
+        },
+    )
+    eval_reward_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments per evaluation reward, `{reward: {arg: value}}` (a mapping or JSON)."},
+    )
+
     def __post_init__(self):
         from .data.tasks import check_label_noise
+
+        if isinstance(self.eval_reward_kwargs, str):
+            self.eval_reward_kwargs = json.loads(self.eval_reward_kwargs)
+        self.eval_reward_kwargs = dict(self.eval_reward_kwargs or {})
+        if isinstance(self.eval_reward_funcs, str):
+            self.eval_reward_funcs = [self.eval_reward_funcs]
 
         check_label_noise(self.task_label_noise)
         if self.task_answer_style not in ("final", "worked"):

@@ -127,7 +127,8 @@ def generate_main(argv: list[str] | None = None) -> dict:
                                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                      batch_size=args.batch_size, seed=args.seed)
     columns = {name: [row[name] for row in rows] for name in prompts.column_names if name != "prompt"}
-    scores = score_completions(rewards, [row["prompt"] for row in rows], completions, columns, args.reward_weights)
+    scores = score_completions(rewards, [row["prompt"] for row in rows], completions, columns, args.reward_weights,
+                               tokenizer)
     pairs, counts = build_pairs(rows, completions, scores, strategy=args.strategy, threshold=args.threshold,
                                 min_margin=args.min_margin, max_pairs_per_prompt=args.max_pairs_per_prompt)
 

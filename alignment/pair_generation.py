@@ -60,39 +60,31 @@ def sample_completions(model, tokenizer, prompts: Sequence, *, num_samples: int,
 
 
 def score_completions(reward_funcs: Sequence[Callable], prompts: Sequence, completions: Sequence[Sequence[str]],
-                      columns: dict[str, Sequence], weights: Sequence[float] | None = None) -> list[list[float]]:
+                      columns: dict[str, Sequence], weights: Sequence[float] | None = None,
+                      tokenizer=None) -> list[list[float]]:
     """Weighted reward of every completion, ``[len(prompts)][K]``; NaN where no reward applies.
 
-    Rewards are called as TRL's GRPOTrainer calls them: flat lists of prompts and completions (conversational
-    completions ``[{"role": "assistant", "content": ...}]`` when the prompts are conversational) and each dataset
-    column repeated once per completion.
+    Each reward sees flat lists, as in a GRPO step: every prompt and each dataset column repeated once per completion
+    (`alignment.reward_sources.call_reward`: conversational completions for conversational prompts, ``completion_ids``
+    re-tokenized with ``tokenizer``).
     """
+    from .reward_sources import call_reward
+
     weights = [1.0] * len(reward_funcs) if weights is None else list(weights)
     if len(weights) != len(reward_funcs):
         raise ValueError(f"`reward_weights` has {len(weights)} values for {len(reward_funcs)} reward functions.")
     counts = [len(group) for group in completions]
     flat_prompts = [prompt for prompt, k in zip(prompts, counts) for _ in range(k)]
     flat = [text for group in completions for text in group]
-    flat_completions = [text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
-                        for prompt, text in zip(flat_prompts, flat)]
     flat_columns = {name: [value for value, k in zip(values, counts) for _ in range(k)]
                     for name, values in columns.items()}
     total = [0.0] * len(flat)
     scored = [False] * len(flat)
     for fn, weight in zip(reward_funcs, weights):
-        name = getattr(fn, "__name__", repr(fn))
-        values = fn(prompts=flat_prompts, completions=flat_completions, **flat_columns)
-        if values is None or len(values) != len(flat):
-            raise ValueError(f"Reward {name!r} returned {None if values is None else len(values)} values for "
-                             f"{len(flat)} completions; it must return one float (or None) per completion.")
-        for i, value in enumerate(values):
-            if value is None:
-                continue
-            if not math.isfinite(float(value)):
-                raise ValueError(f"Reward {name!r} returned {value} for completion {i}; return a finite number, or "
-                                 "None for 'not applicable'.")
-            total[i] += weight * float(value)
-            scored[i] = True
+        for i, value in enumerate(call_reward(fn, flat_prompts, flat, flat_columns, tokenizer)):
+            if value is not None:
+                total[i] += weight * value
+                scored[i] = True
     flat_scores = [score if ok else math.nan for score, ok in zip(total, scored)]
     out, start = [], 0
     for k in counts:

@@ -371,6 +371,41 @@ def check_reward(reward: Callable, example: Mapping[str, Any] | None = None) -> 
                          "one float (or None) per completion.") from error
 
 
+def call_reward(reward: Callable, prompts: Sequence, completions: Sequence[str], columns: Mapping[str, Sequence],
+                tokenizer=None) -> list[float | None]:
+    """Score generated ``completions`` (texts) of ``prompts`` with ``reward`` called the way TRL's GRPOTrainer calls it.
+
+    Outside a GRPO run (evaluation, pair generation) there is no sampled token list and no trainer: conversational
+    prompts get conversational completions (``[{"role": "assistant", "content": text}]``), ``completion_ids`` are the
+    texts re-tokenized without special tokens (``tokenizer`` given; else empty lists), ``trainer_state`` is a fresh
+    `TrainerState` and the log hooks do nothing. ``columns``: one value per completion for each dataset column.
+    Returns one float or None ("not applicable", TRL's convention) per completion; anything else is an error naming
+    the reward.
+    """
+    from transformers import TrainerState
+    from trl.data_utils import is_conversational
+
+    name = getattr(reward, "__name__", repr(reward))
+    texts = list(completions)
+    formatted = [[{"role": "assistant", "content": text}] if is_conversational({"prompt": prompt}) else text
+                 for prompt, text in zip(prompts, texts)]
+    ids = ([tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts] if tokenizer is not None
+           else [[] for _ in texts])
+    values = reward(prompts=list(prompts), completions=formatted, completion_ids=ids, trainer_state=TrainerState(),
+                    log_extra=_noop, log_metric=_noop, **{key: list(value) for key, value in columns.items()})
+    values = None if values is None else list(values)
+    if values is None or len(values) != len(texts):
+        raise ValueError(f"Reward {name!r} returned {None if values is None else len(values)} values for "
+                         f"{len(texts)} completions; it must return one float (or None) per completion.")
+    out: list[float | None] = []
+    for i, value in enumerate(values):
+        if value is not None and not math.isfinite(float(value)):
+            raise ValueError(f"Reward {name!r} returned {value} for completion {i} ({texts[i][:80]!r}); return a "
+                             "finite number, or None for 'not applicable'.")
+        out.append(None if value is None else float(value))
+    return out
+
+
 def resolve_rewards(specs: Sequence[str], reward_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                     example: Mapping[str, Any] | None = None) -> list[Callable]:
     """`resolve_reward` for each string (its kwargs from ``reward_kwargs[spec]``), each checked by `check_reward` on

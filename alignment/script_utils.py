@@ -227,8 +227,12 @@ def model_for_generation(trainer):
     return trainer.accelerator.unwrap_model(trainer.model)
 
 
-def answer_eval_dataset(script_args, datasets):
-    """Held-out prompts with ground-truth answers for the generation evaluation, or None if the data has none."""
+def answer_eval_dataset(script_args, datasets, have_rewards: bool = False):
+    """Held-out prompts for the generation evaluation, or None if the data has none.
+
+    A test split qualifies with a `prompt` column and either a gold column the default rewards read (`answer`,
+    `solution`) or, ``have_rewards``, rewards named by the recipe (which may need no gold: a reward model).
+    """
     if script_args.dataset_name == "task-suite":
         from .data import load_task_suite
 
@@ -236,8 +240,10 @@ def answer_eval_dataset(script_args, datasets):
             "test", "prompt_only", domains=script_args.task_domains, limit_per_domain=script_args.eval_limit_per_domain
         )
     test = datasets.get(script_args.dataset_test_split)
-    if test is None or not {"prompt", "answer"} <= set(test.column_names):
-        logger.info("No held-out split with `prompt` and `answer` columns: skipping the answer-accuracy evaluation.")
+    columns = set(test.column_names) if test is not None else set()
+    if "prompt" not in columns or not (have_rewards or columns & {"answer", "solution"}):
+        logger.info("No held-out split with `prompt` and a gold (`answer` / `solution`) column, and no "
+                    "`eval_reward_funcs`: skipping the generation evaluation.")
         return None
     return test
 
@@ -257,14 +263,15 @@ def _zero3_init_disabled():
             hf_deepspeed.set_hf_deepspeed_config(config)
 
 
-def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir: str):
-    """Answer accuracy of the trained model on the main process (reloaded from disk under ZeRO-3)."""
+def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir: str, rewards=None):
+    """Held-out generations of the trained model scored by ``rewards`` on the main process (reloaded from disk under
+    ZeRO-3); see `alignment.evaluation.evaluate_answers`."""
     from .evaluation import evaluate_answers
 
     model = model_for_generation(trainer)
     if model is not None:
         return evaluate_answers(model, tokenizer, answers, max_new_tokens=script_args.eval_max_new_tokens,
-                                batch_size=script_args.eval_batch_size)
+                                batch_size=script_args.eval_batch_size, rewards=rewards)
     from transformers import AutoModelForCausalLM
 
     # Rank 0 alone: with ZeRO-3 registered, `from_pretrained` would build the model inside `deepspeed.zero.Init` and
@@ -272,7 +279,7 @@ def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir:
     with _zero3_init_disabled():
         model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
         return evaluate_answers(model, tokenizer, answers, max_new_tokens=script_args.eval_max_new_tokens,
-                                batch_size=script_args.eval_batch_size)
+                                batch_size=script_args.eval_batch_size, rewards=rewards)
 
 
 def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict, results: dict, push_to_hub: bool,
@@ -290,7 +297,7 @@ def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict,
 
     tables = {name: r for name, r in results.items() if isinstance(r, dict) and "accuracy" in r}
     if tables:
-        print("\nHeld-out answer accuracy (greedy, final answer checked):")
+        print("\nHeld-out generations (greedy), mean reward per domain:")
         print(format_accuracy_table(tables))
     if "preference" in results:
         pref = results["preference"]
@@ -301,10 +308,13 @@ def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict,
     save_recipe(output_dir, recipe)
 
     card_metrics: dict[str, float] = {}
-    if "after" in results:
-        card_metrics.update({f"accuracy/{d}": v for d, v in results["after"]["accuracy"].items()})
-    if "before" in results:
-        card_metrics.update({f"accuracy_before/{d}": v for d, v in results["before"]["accuracy"].items()})
+    for when, suffix in (("after", ""), ("before", "_before")):
+        if when not in results:
+            continue
+        card_metrics.update({f"accuracy{suffix}/{d}": v for d, v in results[when]["accuracy"].items() if v is not None})
+        rewards = results[when].get("rewards", {})
+        for reward, means in list(rewards.items())[1:]:  # the first reward is `accuracy`
+            card_metrics.update({f"{reward}{suffix}/{d}": v for d, v in means.items() if v is not None})
     card_metrics.update({k: v for k, v in results.get("preference", {}).items() if isinstance(v, (int, float))})
     from .adapters import MERGED_SUBDIR, is_adapter_dir
 

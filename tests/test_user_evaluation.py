@@ -114,3 +114,73 @@ def test_an_evaluation_failure_after_training_still_saves_cards_and_pushes(fake_
     assert written["evaluation_errors"] == {"after": "MemoryError: out of memory while generating"}
     assert fake_hub.read_file("fake-user/eval-fails", "model.safetensors") == (out / "model.safetensors").read_bytes()
     assert fake_hub.read_file("fake-user/eval-fails", "README.md").decode() == (out / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------- evaluation scored by any reward
+EXAMPLES = ROOT / "examples" / "data"
+
+
+def _tiny_recipe(tmp_path: Path, name: str) -> Path:
+    recipe = {k: v for k, v in yaml.safe_load((ROOT / f"recipes/tiny/{name}.yaml").read_text()).items()
+              if k not in ("dataset_name", "task_domains", "train_limit_per_domain", "eval_limit_per_domain",
+                           "task_label_noise")}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_solution_column_is_scored_by_math_verify_by_default(tiny_model_dir, tmp_path):
+    """Conversational prompts with a `solution` (TRL's / open-r1's gold column): math-verify scores the evaluation."""
+    from alignment.evaluation import evaluate_answers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from datasets import Dataset
+
+    rows = [json.loads(line) for line in (EXAMPLES / "prompts-conversational/test.jsonl").read_text().splitlines()]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    result = evaluate_answers(model, tokenizer, Dataset.from_list(rows), max_new_tokens=4)
+    assert list(result["rewards"]) == ["math_verify_reward"] and result["count"]["all"] == len(rows)
+    assert result["accuracy"] == result["rewards"]["math_verify_reward"]
+    assert all("math_verify_reward" in s["scores"] and "solution" in s for s in result["samples"])
+
+
+def test_evaluation_rewards_from_a_file_and_a_reward_model_per_domain(tiny_model_dir, tmp_path, monkeypatch):
+    """`eval_reward_funcs` takes the forms GRPO takes; each reward is averaged per domain and recorded by name."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "length_score.py").write_text(
+        "def length_score(prompts, completions, **kwargs):\n"
+        "    return [float(len(c)) for c in completions]\n")
+    rm_dir = tmp_path / "tiny-rm"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    reward_model.config.pad_token_id = tokenizer.pad_token_id
+    reward_model.save_pretrained(rm_dir)
+    tokenizer.save_pretrained(rm_dir)
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"prompt": f"What is {a} + 1?", "answer": str(a + 1), "domain": "small" if a < 3 else "large"}
+            for a in range(6)]
+    _write_jsonl(data / "train.jsonl", rows)
+    _write_jsonl(data / "test.jsonl", rows)
+    trainer, results = cli.grpo_main(
+        ["--config", str(_tiny_recipe(tmp_path, "grpo")), "--model_name_or_path", tiny_model_dir,
+         "--dataset_name", str(data), "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
+         "--eval_reward_funcs", "./length_score.py:length_score", str(rm_dir)])
+    after = results["after"]
+    assert list(after["rewards"]) == ["length_score", "tiny-rm"]
+    assert after["accuracy"] == after["rewards"]["length_score"]  # the first reward is reported as accuracy
+    samples = [s for s in after["samples"] if s["domain"] == "small"]
+    assert samples[0]["scores"]["length_score"] == len(samples[0]["completion"])
+    assert set(after["rewards"]["tiny-rm"]) == {"small", "large", "all"}
+    assert all(isinstance(v, float) for v in after["rewards"]["tiny-rm"].values())
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "tiny-rm/all" in card  # every reward reaches the card's metrics
+
+
+def test_a_bad_evaluation_reward_fails_before_training(tiny_model_dir, tmp_path):
+    data = _user_prompt_data(tmp_path / "data")
+    with pytest.raises(ValueError, match="Cannot resolve reward 'acuracy_reward'"):
+        cli.grpo_main(_argv(tmp_path, tiny_model_dir, data, "--eval_reward_funcs", "acuracy_reward"))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
