@@ -1,5 +1,5 @@
 """Console-script entry points (`alignment-dpo`, `alignment-sft`, `alignment-grpo`, `alignment-reward`,
-`alignment-doremi`, `alignment-generate`).
+`alignment-doremi`, `alignment-generate`, `alignment-iterate`).
 
 pip's generated wrapper runs ``sys.exit(entry())``; the mains return what they trained (trainer, results) for callers
 in Python, and ``sys.exit`` of such a value prints it and exits with status 1. These entries return None (status 0);
@@ -43,3 +43,9 @@ def generate() -> None:
     from .generate_cli import generate_main
 
     generate_main()
+
+
+def iterate() -> None:
+    from .iterate_cli import iterate_main
+
+    iterate_main()

@@ -1,0 +1,134 @@
+"""`alignment-iterate` / `scripts/iterate.py`: iterative on-policy preference training, N rounds that resume.
+
+Iterative DPO (Xiong et al., arXiv 2312.11456) and IRPO (Pang et al., arXiv 2404.19733) repeat one loop: sample
+completions from the current model, score them with a verifier or reward, pair them, train on the pairs, evaluate.
+Each round here is the two entry points a user would run by hand, with the model of the round before:
+
+    round r:  generate_pairs.py (model M_{r-1}) -> <output_dir>/round-r/pairs   (train.jsonl, test.jsonl)
+              run_dpo.py        (init M_{r-1}, reference M_{r-1}) -> <output_dir>/round-r/model = M_r
+
+``init_from: base`` trains every round from the starting model instead (the reference is then that model too). The
+recipe has two sections, `generate` (fields of `scripts/generate_pairs.py`) and `train` (fields of `scripts/run_dpo.py`
+recipes, or `config:` naming one and overrides beside it); the driver sets the model, data and output paths of each
+round. Nothing is lost on interruption: a round whose pairs exist (`generation.json`) does not sample again, a round
+whose model finished (`eval_results.json`) is not trained again, and an interrupted training resumes from its newest
+complete checkpoint. `<output_dir>/iterations.json` records every round (pairs, mean score, pass rate, held-out
+accuracy before / after). The round's files (`generate.yaml`, `train.yaml`) are the exact recipes each step ran.
+Single process: the driver runs both steps in this process (launch the per-round recipes with `accelerate launch`
+yourself for several GPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger("alignment")
+
+# Paths the driver owns: a recipe that sets them in a section would be silently overridden, so it is refused.
+_DRIVER_GENERATE_KEYS = ("model_name_or_path", "output_dir")
+_DRIVER_TRAIN_KEYS = ("model_name_or_path", "dataset_name", "output_dir", "resume_from_checkpoint")
+# What selects a base recipe's own data (the task suite, mixtures, splits): the round's pairs replace all of it.
+_BASE_DATA_KEYS = ("dataset_config", "datasets", "dataset_mixture", "share_mixture", "task_domains",
+                   "train_limit_per_domain", "task_label_noise", "task_answer_style")
+
+
+@dataclass
+class IterativeArguments:
+    """The loop: where it starts, how many rounds, and the two sections every round runs."""
+
+    model_name_or_path: str = field(
+        default="smollm2-135m-instruct", metadata={"help": "The starting model M_0 (a path, a Hub id or an alias)."})
+    output_dir: str = field(default="outputs/iterative", metadata={"help": "Rounds go to <output_dir>/round-<r>."})
+    rounds: int = field(default=2, metadata={"help": "Number of generate -> train rounds."})
+    init_from: str = field(
+        default="previous",
+        metadata={"help": "`previous`: round r trains (and is referenced) from M_{r-1}, as iterative DPO and IRPO; "
+                  "`base`: every round starts from M_0 (only the pairs change)."})
+    generate: dict | str = field(
+        default_factory=dict, metadata={"help": "Fields of `scripts/generate_pairs.py` (prompts, rewards, sampling)."})
+    train: dict | str = field(
+        default_factory=dict,
+        metadata={"help": "Fields of a `scripts/run_dpo.py` recipe; `config: <recipe.yaml>` starts from that recipe."})
+
+    def __post_init__(self):
+        for name in ("generate", "train"):
+            value = getattr(self, name)
+            setattr(self, name, dict(json.loads(value) if isinstance(value, str) else value or {}))
+        if self.rounds < 1:
+            raise ValueError(f"`rounds` must be at least 1, got {self.rounds}.")
+        if self.init_from not in ("previous", "base"):
+            raise ValueError(f"`init_from` must be `previous` or `base`, got {self.init_from!r}.")
+        for section, keys in (("generate", _DRIVER_GENERATE_KEYS), ("train", _DRIVER_TRAIN_KEYS)):
+            owned = sorted(set(getattr(self, section)) & set(keys))
+            if owned:
+                raise ValueError(f"`{section}` sets {owned}, which the driver sets for every round (the model of the "
+                                 f"round before, the round's pairs and folders): remove them from `{section}`.")
+
+
+def _train_recipe(section: dict[str, Any]) -> dict[str, Any]:
+    """The `train` section with its `config:` recipe expanded (the section's own fields win)."""
+    section = dict(section)
+    base = section.pop("config", None)
+    recipe = yaml.safe_load(Path(base).read_text()) if base else {}
+    for key in (*_DRIVER_TRAIN_KEYS, *_BASE_DATA_KEYS):
+        recipe.pop(key, None)  # a base recipe's own data and folders are replaced by the round's
+    return {**recipe, **section}
+
+
+def _finished(model_dir: Path) -> bool:
+    return (model_dir / "eval_results.json").is_file()
+
+
+def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) every round; returns the records written to `iterations.json`."""
+    from .cli import dpo_main
+    from .generate_cli import generate_main
+    from .script_utils import parse_recipe
+
+    args, *_ = parse_recipe((IterativeArguments,), argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_recipe = _train_recipe(args.train)
+    records: list[dict[str, Any]] = []
+    previous = args.model_name_or_path
+    for r in range(1, args.rounds + 1):
+        round_dir = out / f"round-{r}"
+        pairs_dir, model_dir = round_dir / "pairs", round_dir / "model"
+        round_dir.mkdir(parents=True, exist_ok=True)
+        policy = previous  # M_{r-1} samples the pairs in both modes: the data is on-policy
+        if (pairs_dir / "generation.json").is_file():
+            logger.warning("round %d: pairs exist in %s, not sampled again", r, pairs_dir)
+        else:
+            recipe = {**args.generate, "model_name_or_path": policy, "output_dir": str(pairs_dir)}
+            (round_dir / "generate.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+            generate_main(["--config", str(round_dir / "generate.yaml")])
+        generation = json.loads((pairs_dir / "generation.json").read_text())
+        init = previous if args.init_from == "previous" else args.model_name_or_path
+        if _finished(model_dir):
+            logger.warning("round %d: %s already trained and evaluated, skipped", r, model_dir)
+        else:
+            recipe = {**train_recipe, "model_name_or_path": init, "dataset_name": str(pairs_dir),
+                      "output_dir": str(model_dir), "resume_from_checkpoint": True}
+            if "eval_before_training" not in args.train:  # M_0's held-out score once: round r's "before" is r-1's "after"
+                recipe["eval_before_training"] = r == 1
+            (round_dir / "train.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+            dpo_main(["--config", str(round_dir / "train.yaml")])
+        results = json.loads((model_dir / "eval_results.json").read_text())
+        records.append({
+            "round": r, "sampled_from": policy, "trained_from": init, "model": str(model_dir),
+            "pairs": generation["pairs"], "prompts": generation["prompts"],
+            "prompts_without_pair": generation["prompts_without_pair"], "mean_score": generation["mean_score"],
+            "pass_rate": generation["pass_rate"],
+            "accuracy_before": results.get("before", {}).get("accuracy"),
+            "accuracy_after": results.get("after", {}).get("accuracy"),
+        })
+        (out / "iterations.json").write_text(json.dumps(records, indent=2) + "\n")
+        previous = str(model_dir)
+    return records
