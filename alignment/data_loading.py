@@ -126,15 +126,16 @@ def scope_task_suite_fields(parsed, cli_overrides=()) -> list[str]:
         return []  # no data named at all: `load_recipe_datasets` says so
     set_fields = [name for name, unset in TASK_SUITE_FIELDS.items() if getattr(script_args, name, unset) != unset]
     explicit = [name for name in set_fields if _given_on_command_line(name, cli_overrides)]
+    data = script_args.dataset_name or "a mixture"
     if explicit:
-        raise ValueError(f"{', '.join(f'`--{n}`' for n in explicit)} only apply to `dataset_name: task-suite`, but "
-                         f"the data is {script_args.dataset_name or 'a mixture'!r}; drop them from the command line "
-                         "(`--task_domains none` unsets a recipe's task domains).")
+        raise ValueError(f"{', '.join(f'`--{n}`' for n in explicit)} on the command line: these fields only describe "
+                         f"`dataset_name: task-suite`, but the data is {data!r}. Drop them (`--task_domains none` "
+                         "unsets a recipe's task domains).")
     for name in set_fields:
         setattr(script_args, name, TASK_SUITE_FIELDS[name])
     if set_fields:
-        logger.warning("The recipe's %s describe the embedded task suite, but the data is %r: ignoring them.",
-                       ", ".join(f"`{n}`" for n in set_fields), script_args.dataset_name or "a mixture")
+        logger.warning("Ignoring %s from the recipe: these fields only describe `dataset_name: task-suite`, and the "
+                       "data is %r.", ", ".join(f"`{n}`" for n in set_fields), data)
     return set_fields
 
 

@@ -225,14 +225,15 @@ def test_trl_datasets_list_still_loads(tiny_model_dir, tmp_path):
 def test_recipe_task_suite_fields_are_dropped_with_one_warning(tiny_model_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="alignment"):
         trained, _ = cli.dpo_main(_dpo_argv(tiny_model_dir, tmp_path, "--dataset_name", str(PAIRS)))
-    warnings = [r.getMessage() for r in caplog.records if "embedded task suite" in r.getMessage()]
-    assert warnings == [f"The recipe's `task_domains`, `train_limit_per_domain` describe the embedded task suite, "
-                        f"but the data is {str(PAIRS)!r}: ignoring them."]
+    warnings = [r.getMessage() for r in caplog.records if "only describe" in r.getMessage()]
+    assert warnings == ["Ignoring `task_domains`, `train_limit_per_domain` from the recipe: these fields only describe "
+                        f"`dataset_name: task-suite`, and the data is {str(PAIRS)!r}."]
     assert trained.state.global_step == 1 and trained.train_dataset.num_rows == 8
 
 
 def test_task_suite_fields_on_the_command_line_with_other_data_are_an_error(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"`--task_domains` only apply to `dataset_name: task-suite`"):
+    message = r"`--task_domains` on the command line: these fields only describe `dataset_name: task-suite`"
+    with pytest.raises(ValueError, match=message):
         cli.dpo_main(_dpo_argv(tiny_model_dir, tmp_path, "--dataset_name", str(PAIRS), "--task_domains", "addition"))
 
 

@@ -97,7 +97,7 @@ def test_every_recipe_runs_on_your_data(path, tiny_model_dir, tmp_path, caplog):
         trained, _ = MAINS[trainer](argv)
     assert trained.state.global_step == 1
     assert (out / "eval_results.json").exists()
-    dropped = [r.getMessage() for r in caplog.records if "describe the embedded task suite" in r.getMessage()]
+    dropped = [r.getMessage() for r in caplog.records if "only describe `dataset_name: task-suite`" in r.getMessage()]
     if recipe.get("task_domains"):
         assert len(dropped) == 1 and "`task_domains`" in dropped[0], dropped
 
