@@ -86,14 +86,15 @@ def load_source(path: str, *, split: str | None = None, name: str | None = None,
     return loaded[split]
 
 
-def _with_named_splits(data: DatasetDict, path: str, wanted: tuple[str, ...]) -> DatasetDict:
+def _with_named_splits(data, path: str, wanted: tuple[str, ...], streaming: bool = False):
     """Add the ``wanted`` splits a local directory holds as ``<split>.<ext>`` files but `datasets` did not name."""
     local = Path(path)
     if not local.is_dir() or _is_saved_to_disk(local):
         return data
-    extra = {split: load_source(path, split=split) for split in wanted
-             if split not in data and _files_named_after(local, split)}
-    return DatasetDict({**data, **extra}) if extra else data
+    for split in wanted:
+        if split not in data and _files_named_after(local, split):
+            data[split] = load_source(path, split=split, streaming=streaming)
+    return data
 
 
 def _names_task_suite(script_args, mixture_args) -> bool:
@@ -229,7 +230,8 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
     data = load_source(script_args.dataset_name, name=script_args.dataset_config,
                        streaming=script_args.dataset_streaming)
     return _with_named_splits(data, script_args.dataset_name,
-                              (script_args.dataset_train_split, script_args.dataset_test_split))
+                              (script_args.dataset_train_split, script_args.dataset_test_split),
+                              streaming=script_args.dataset_streaming)
 
 
 def split_or_fail(datasets: DatasetDict, split: str, field_name: str):
