@@ -11,6 +11,19 @@ from trl import DPOConfig, GRPOConfig, ScriptArguments, SFTConfig
 from .advantages import resolve_loss_type
 
 
+# Command-line spellings that unset a list field (`--task_domains none` would otherwise give ['none']).
+UNSET_WORDS = ("none", "null", "")
+
+
+def unset_task_domains(value):
+    """`None` for an unset `task_domains` (None, [], or one of `UNSET_WORDS`), else the list unchanged."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in UNSET_WORDS):
+        return None
+    if isinstance(value, (list, tuple)) and all(str(v).strip().lower() in UNSET_WORDS for v in value):
+        return None
+    return value
+
+
 @dataclass
 class AlignmentScriptArguments(ScriptArguments):
     """TRL's script arguments, plus the embedded task suite and the generation-based evaluation."""
@@ -68,13 +81,22 @@ class AlignmentScriptArguments(ScriptArguments):
             "`39 - 21 = 19`), the form small models already use (see docs/demo-results.md)."
         },
     )
+    share_mixture: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "This toolkit's share-based mixture of several datasets (a mapping, or a JSON string on the "
+            "command line) with the fields of `ShareMixtureConfig`: `datasets` (each with `path` and `weight` = its "
+            "share of the final mixture), `policy` (`cap` or `upsample`), `seed`, optional `temperature` and "
+            "`total_size`. Unlike TRL's `datasets:` and the handbook's `dataset_mixture:`, a small source can be "
+            "upsampled. See docs/mixtures.md."
+        },
+    )
     dataset_mixture: dict | str | None = field(
         default=None,
         metadata={
-            "help": "A share-based mixture of several datasets (a mapping, or a JSON string on the command line) with "
-            "the fields of `ShareMixtureConfig`: `datasets` (each with `path` and `weight` = its share of the final "
-            "mixture), `policy` (`cap` or `upsample`), `seed`, optional `temperature` and `total_size`. Unlike TRL's "
-            "`datasets:` mixture, a small source can be upsampled. See docs/mixtures.md."
+            "help": "The alignment-handbook / open-r1 mixture, with their semantics (`HandbookMixtureConfig`): "
+            "`datasets` (each `{id, config, split, columns, weight}`, weight = fraction of that dataset's rows kept), "
+            "`seed`, `test_split_size`. Handbook recipes load unchanged. See docs/your-data.md."
         },
     )
 
@@ -116,15 +138,16 @@ class AlignmentScriptArguments(ScriptArguments):
         check_label_noise(self.task_label_noise)
         if self.task_answer_style not in ("final", "worked"):
             raise ValueError(f"`task_answer_style` must be `final` or `worked`, got {self.task_answer_style!r}.")
-        if isinstance(self.dataset_mixture, str):
-            self.dataset_mixture = json.loads(self.dataset_mixture)
-        if isinstance(self.dataset_mixture, dict):
-            self.dataset_mixture = ShareMixtureConfig(**self.dataset_mixture)
+        from .mixtures import parse_mixture_sections
+
+        self.task_domains = unset_task_domains(self.task_domains)
+        self.share_mixture, self.dataset_mixture = parse_mixture_sections(share_mixture=self.share_mixture,
+                                                                          dataset_mixture=self.dataset_mixture)
 
 
 @dataclass
 class MixtureSourceConfig:
-    """One dataset of a `dataset_mixture`: where to load it from and its share of the final mixture."""
+    """One dataset of a `share_mixture`: where to load it from and its share of the final mixture."""
 
     path: str = field(
         metadata={
@@ -172,15 +195,15 @@ class MixtureSourceConfig:
 
     def __post_init__(self):
         if self.weight is not None and not (isinstance(self.weight, (int, float)) and self.weight >= 0):
-            raise ValueError(f"dataset_mixture: `weight` of {self.path!r} must be a share >= 0, got {self.weight!r}.")
+            raise ValueError(f"share_mixture: `weight` of {self.path!r} must be a share >= 0, got {self.weight!r}.")
 
 
 @dataclass
 class ShareMixtureConfig:
-    """A `dataset_mixture:` recipe section: datasets mixed at given shares of the final training data.
+    """A `share_mixture:` recipe section: datasets mixed at given shares of the final training data.
 
     ```yaml
-    dataset_mixture:
+    share_mixture:
       datasets:
         - {path: task-suite, domains: [addition], weight: 0.7}
         - {path: data/counting.jsonl, domain: counting, weight: 0.3}
@@ -223,21 +246,65 @@ class ShareMixtureConfig:
 
         self.datasets = [MixtureSourceConfig(**d) if isinstance(d, dict) else d for d in self.datasets]
         if not self.datasets:
-            raise ValueError("dataset_mixture: list at least one dataset under `datasets`.")
+            raise ValueError("share_mixture: list at least one dataset under `datasets`.")
         if self.policy not in POLICIES:
-            raise ValueError(f"dataset_mixture: unknown `policy` {self.policy!r}; valid: {', '.join(POLICIES)}.")
+            raise ValueError(f"share_mixture: unknown `policy` {self.policy!r}; valid: {', '.join(POLICIES)}.")
         weights = [d.weight for d in self.datasets]
         if self.temperature is not None:
             if any(w is not None for w in weights):
-                raise ValueError("dataset_mixture: set either `temperature` or per-dataset `weight`s, not both.")
+                raise ValueError("share_mixture: set either `temperature` or per-dataset `weight`s, not both.")
             if not self.temperature > 0:
-                raise ValueError(f"dataset_mixture: `temperature` must be > 0, got {self.temperature!r}.")
+                raise ValueError(f"share_mixture: `temperature` must be > 0, got {self.temperature!r}.")
         elif any(w is None for w in weights):
             missing = [d.path for d in self.datasets if d.weight is None]
-            raise ValueError(f"dataset_mixture: give every dataset a `weight` (missing for {missing}), or set a "
+            raise ValueError(f"share_mixture: give every dataset a `weight` (missing for {missing}), or set a "
                              "`temperature`.")
         elif sum(weights) <= 0:
-            raise ValueError("dataset_mixture: the weights must not all be zero.")
+            raise ValueError("share_mixture: the weights must not all be zero.")
+
+
+@dataclass
+class HandbookMixtureSource:
+    """One dataset of a handbook `dataset_mixture` (the alignment-handbook's and open-r1's `DatasetConfig`)."""
+
+    id: str = field(metadata={"help": "A Hub dataset id or a local path (file, directory, `save_to_disk` output)."})
+    config: str | None = field(default=None, metadata={"help": "Dataset configuration name (`load_dataset(name=)`)."})
+    split: str = field(default="train", metadata={"help": "The split to take from this dataset."})
+    columns: list[str] | None = field(default=None, metadata={"help": "Keep only these columns."})
+    weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fraction of this dataset's rows kept (after a seeded shuffle): 0.5 keeps half. Not a share of "
+            "the mixture and not normalised. Unset: all rows."
+        },
+    )
+
+
+@dataclass
+class HandbookMixtureConfig:
+    """A `dataset_mixture:` recipe section in the alignment-handbook / open-r1 schema, loaded with their semantics
+    (`alignment.mixtures.load_handbook_mixture`).
+
+    ```yaml
+    dataset_mixture:
+      datasets:
+        - {id: HuggingFaceH4/ultrafeedback_binarized, split: train_prefs, columns: [chosen, rejected], weight: 1.0}
+      seed: 0
+      test_split_size: 2000
+    ```
+    """
+
+    datasets: list[HandbookMixtureSource] = field(
+        default_factory=list, metadata={"help": "The datasets, each `{id, config, split, columns, weight}`."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the per-dataset subsampling, the shuffle and the split."})
+    test_split_size: float | None = field(
+        default=None,
+        metadata={
+            "help": "Hold out this many rows (>= 1) or this fraction (< 1) of the mixture as the `test` split "
+            "(`Dataset.train_test_split`). Unset: only a `train` split."
+        },
+    )
 
 
 @dataclass

@@ -102,7 +102,8 @@ def resolve_local_data_files(path: str, *, name: str | None = None, data_dir: st
 
 def recipe_data_sources(script_args, mixture_args=None) -> list[tuple[str, Any]]:
     """``(recipe field, source)`` for every dataset a recipe names; a source has ``path``, ``name``, ``data_dir`` and
-    ``data_files`` (a `datasets:` entry, a `dataset_mixture:` entry, or `dataset_name` / `dataset_config`)."""
+    ``data_files`` (a `datasets:` entry, a `share_mixture:` or `dataset_mixture:` entry, or `dataset_name` /
+    `dataset_config`)."""
     from types import SimpleNamespace
 
     sources = []
@@ -110,9 +111,13 @@ def recipe_data_sources(script_args, mixture_args=None) -> list[tuple[str, Any]]
         sources.append(("`dataset_name`", SimpleNamespace(path=script_args.dataset_name,
                                                           name=getattr(script_args, "dataset_config", None),
                                                           data_dir=None, data_files=None)))
-    share_mixture = getattr(script_args, "dataset_mixture", None)
+    share_mixture = getattr(script_args, "share_mixture", None)
     for i, source in enumerate(getattr(share_mixture, "datasets", None) or []):
-        sources.append((f"`dataset_mixture.datasets[{i}]`", source))
+        sources.append((f"`share_mixture.datasets[{i}]`", source))
+    handbook_mixture = getattr(script_args, "dataset_mixture", None)
+    for i, source in enumerate(getattr(handbook_mixture, "datasets", None) or []):
+        sources.append((f"`dataset_mixture.datasets[{i}]`", SimpleNamespace(path=source.id, name=source.config,
+                                                                              data_dir=None, data_files=None)))
     for i, source in enumerate(getattr(mixture_args, "datasets", None) or []):
         sources.append((f"`datasets[{i}]`", source))
     return sources

@@ -1,14 +1,159 @@
-"""Turn a recipe's dataset fields into a `DatasetDict`, the way TRL's scripts do, plus the embedded task suite."""
+"""Turn a recipe's dataset fields into a `DatasetDict`, the way TRL's scripts do, plus the embedded task suite.
+
+`load_source` is the one loader of a dataset source, used for `dataset_name` and for every mixture entry
+(`share_mixture`, the handbook `dataset_mixture`).
+"""
 
 from __future__ import annotations
 
-from datasets import DatasetDict, load_dataset
+import logging
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from trl import get_dataset
 
 from .data_files import check_recipe_data_files
 
+logger = logging.getLogger("alignment")
+
 # `dataset_name` value that selects the embedded verifiable task suite instead of a Hub id or a local path.
 TASK_SUITE = "task-suite"
+# `datasets`' builder for each single-file format.
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+# The fields that only describe the embedded task suite, with their unset values.
+TASK_SUITE_FIELDS = {"task_domains": None, "train_limit_per_domain": None, "task_label_noise": 0.0,
+                     "task_answer_style": "final"}
+
+
+def _is_saved_to_disk(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+                              or (path / "state.json").exists())
+
+
+def _files_named_after(directory: Path, split: str) -> list[str]:
+    """Data files in ``directory`` (or its ``data/``) named after ``split``: ``<split>.jsonl``, ``<split>-00000-of-
+    00002.parquet``. `datasets` only knows train/validation/test by name and files ``train_prefs.jsonl`` under
+    `train`, so a split such as the handbook's ``train_prefs`` is looked up here."""
+    found = []
+    for folder in (directory, directory / "data"):
+        for file in sorted(folder.glob(f"{split}*")) if folder.is_dir() else ():
+            stem = file.name[: -len("".join(file.suffixes))] if file.suffixes else file.name
+            if file.suffix in FILE_BUILDERS and (stem == split or stem.startswith(f"{split}-")):
+                found.append(str(file))
+    return found
+
+
+def load_source(path: str, *, split: str | None = None, name: str | None = None, data_dir: str | None = None,
+                data_files=None, streaming: bool = False) -> Dataset | DatasetDict:
+    """One dataset source, as a `Dataset` (``split`` given) or a `DatasetDict` (``split=None``).
+
+    ``path`` is any of:
+
+    - a directory written by `save_to_disk`: a `DatasetDict` keeps its splits, a single `Dataset` becomes split
+      ``train``;
+    - a single ``.jsonl``/``.json``/``.csv``/``.parquet``/``.arrow`` file: the whole file is split ``train`` (a file
+      has no held-out split);
+    - a directory of data files, as `datasets` reads it (``train*.jsonl`` -> ``train``, ``test*`` -> ``test``);
+      a requested split `datasets` does not name (``train_prefs``) is read from the files named after it;
+    - a Hub dataset id, through `datasets.load_dataset` (``name``, ``data_dir``, ``data_files`` passed on).
+    """
+    local = Path(path)
+    if _is_saved_to_disk(local):
+        loaded = load_from_disk(str(local))
+        loaded = DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
+    elif local.is_file():
+        builder = FILE_BUILDERS.get(local.suffix)
+        if builder is None:
+            raise ValueError(f"Cannot tell the format of the data file {path!r}: use a "
+                             f"{'/'.join(FILE_BUILDERS)} file, a directory of them, a directory written by "
+                             "`save_to_disk`, or a Hub id.")
+        loaded = load_dataset(builder, data_files={"train": str(local)}, streaming=streaming)
+    else:
+        if split is not None and local.is_dir() and data_files is None and data_dir is None:
+            named = _files_named_after(local, split)
+            if named and split not in ("train", "test", "validation"):
+                return load_dataset(FILE_BUILDERS[Path(named[0]).suffix], data_files={split: named}, split=split,
+                                    streaming=streaming)
+        if split is not None:
+            return load_dataset(path, name=name, data_dir=data_dir, data_files=data_files, split=split,
+                                streaming=streaming)
+        return load_dataset(path, name=name, data_dir=data_dir, data_files=data_files, streaming=streaming)
+    if split is None:
+        return loaded
+    if split not in loaded:
+        raise ValueError(f"{path!r} has no split {split!r} (splits: {sorted(loaded)}); a single file or a saved "
+                         "`Dataset` is split `train`.")
+    return loaded[split]
+
+
+def _with_named_splits(data, path: str, wanted: tuple[str, ...], streaming: bool = False):
+    """Add the ``wanted`` splits a local directory holds as ``<split>.<ext>`` files but `datasets` did not name."""
+    local = Path(path)
+    if not local.is_dir() or _is_saved_to_disk(local):
+        return data
+    for split in wanted:
+        if split not in data and _files_named_after(local, split):
+            data[split] = load_source(path, split=split, streaming=streaming)
+    return data
+
+
+def _names_task_suite(script_args, mixture_args) -> bool:
+    """Whether the recipe's data is the embedded task suite (the only data the task-suite fields describe)."""
+    other = (getattr(script_args, "share_mixture", None) is not None
+             or getattr(script_args, "dataset_mixture", None) is not None
+             or bool(getattr(mixture_args, "datasets", None)))
+    return script_args.dataset_name == TASK_SUITE and not other
+
+
+def _given_on_command_line(name: str, cli_overrides) -> bool:
+    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in cli_overrides)
+
+
+def scope_task_suite_fields(parsed, cli_overrides=()) -> list[str]:
+    """Unset the task-suite fields of a recipe pointed at other data; returns the names unset.
+
+    The shipped recipes set `task_domains` & co. for their `dataset_name: task-suite`. Run with
+    `--dataset_name my/data` (or a mixture), those fields describe nothing: coming from the recipe file they are
+    dropped with one warning that names them; given on the command line next to other data they are an error (the
+    user asked for something that cannot apply). ``parsed`` are the dataclasses `parse_recipe` returns;
+    ``cli_overrides`` the command-line arguments besides `--config`.
+    """
+    script_args = next((p for p in parsed if hasattr(p, "task_domains")), None)
+    mixture_args = next((p for p in parsed if hasattr(p, "datasets") and hasattr(p, "test_split_size")), None)
+    if script_args is None or _names_task_suite(script_args, mixture_args):
+        return []
+    if not (script_args.dataset_name or getattr(script_args, "share_mixture", None) is not None
+            or getattr(script_args, "dataset_mixture", None) is not None or getattr(mixture_args, "datasets", None)):
+        return []  # no data named at all: `load_recipe_datasets` says so
+    set_fields = [name for name, unset in TASK_SUITE_FIELDS.items() if getattr(script_args, name, unset) != unset]
+    explicit = [name for name in set_fields if _given_on_command_line(name, cli_overrides)]
+    data = script_args.dataset_name or "a mixture"
+    if explicit:
+        raise ValueError(f"{', '.join(f'`--{n}`' for n in explicit)} on the command line: these fields only describe "
+                         f"`dataset_name: task-suite`, but the data is {data!r}. Drop them (`--task_domains none` "
+                         "unsets a recipe's task domains).")
+    for name in set_fields:
+        setattr(script_args, name, TASK_SUITE_FIELDS[name])
+    if set_fields:
+        logger.warning("Ignoring %s from the recipe: these fields only describe `dataset_name: task-suite`, and the "
+                       "data is %r.", ", ".join(f"`{n}`" for n in set_fields), data)
+    return set_fields
+
+
+def limit_rows_per_domain(dataset, limit: int | None, column: str = "domain"):
+    """The first ``limit`` rows of each value of ``column`` (or of the whole dataset without that column)."""
+    if limit is None or dataset is None:
+        return dataset
+    if column not in dataset.column_names:
+        return dataset.select(range(min(limit, len(dataset))))
+    from collections import Counter
+
+    seen, keep = Counter(), []
+    for i, value in enumerate(dataset[column]):
+        seen[value] += 1
+        if seen[value] <= limit:
+            keep.append(i)
+    return dataset.select(keep)
 
 
 def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference") -> DatasetDict:
@@ -18,26 +163,32 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
       `prompt_only`), restricted to `task_domains`; its `test` split is the held-out evaluation set.
       `task_label_noise` flips that fraction of the training pairs (never the test split);
     - a `datasets:` mixture uses TRL's `get_dataset`;
-    - a `dataset_mixture:` section mixes datasets at given shares (`alignment.mixtures.load_share_mixture`);
-    - anything else goes to `datasets.load_dataset(dataset_name, name=dataset_config)`, as in TRL.
+    - a `share_mixture:` section mixes datasets at given shares (`alignment.mixtures.load_share_mixture`);
+    - a `dataset_mixture:` section in the alignment-handbook schema loads with the handbook's semantics
+      (`alignment.mixtures.load_handbook_mixture`);
+    - anything else goes to `load_source` (a Hub id, a local directory or file, a `save_to_disk` directory).
     """
     check_recipe_data_files(script_args, mixture_args)  # empty / non-UTF-8 local files: named, before loading
-    share_mixture = getattr(script_args, "dataset_mixture", None)
-    if share_mixture is not None:
+    sections = [name for name in ("share_mixture", "dataset_mixture") if getattr(script_args, name, None) is not None]
+    if len(sections) > 1:
+        raise ValueError("The recipe sets both `share_mixture` and `dataset_mixture`; keep one of them.")
+    if sections:
+        section = sections[0]
         if script_args.dataset_name or (mixture_args is not None and mixture_args.datasets):
-            raise ValueError("The recipe sets `dataset_mixture` and also `dataset_name` or a `datasets:` mixture; "
+            raise ValueError(f"The recipe sets `{section}` and also `dataset_name` or a `datasets:` mixture; "
                              "keep one of them.")
-        ignored = [name for name, unset in (("task_domains", None), ("task_label_noise", 0.0),
-                                            ("task_answer_style", "final"))
-                   if getattr(script_args, name, unset) != unset]
+        ignored = [name for name, unset in TASK_SUITE_FIELDS.items() if getattr(script_args, name, unset) != unset]
         if ignored:
-            raise ValueError(f"{ignored} apply to `dataset_name: task-suite` only; in a `dataset_mixture`, pick task "
+            raise ValueError(f"{ignored} apply to `dataset_name: task-suite` only; in a `share_mixture`, pick task "
                              "domains with `domains:` on a `path: task-suite` entry.")
-        from .mixtures import load_share_mixture
+        from . import mixtures
 
-        return load_share_mixture(share_mixture, fmt=fmt, train_split=script_args.dataset_train_split,
-                                  test_split=script_args.dataset_test_split,
-                                  eval_limit_per_domain=script_args.eval_limit_per_domain)
+        if section == "dataset_mixture":
+            return mixtures.load_handbook_mixture(script_args.dataset_mixture)
+        return mixtures.load_share_mixture(script_args.share_mixture, fmt=fmt,
+                                           train_split=script_args.dataset_train_split,
+                                           test_split=script_args.dataset_test_split,
+                                           eval_limit_per_domain=script_args.eval_limit_per_domain)
     if mixture_args is not None and mixture_args.datasets:
         if script_args.dataset_name:
             raise ValueError(
@@ -47,7 +198,7 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
     if not script_args.dataset_name:
         raise ValueError(
             "The recipe names no data: set `dataset_name` (a Hub id, a local path, or `task-suite` for the embedded "
-            "task suite) or a `datasets:` mixture."
+            "task suite), a `datasets:` mixture, a `dataset_mixture:` (handbook schema) or a `share_mixture:`."
         )
     if script_args.dataset_name == TASK_SUITE:
         from .data import load_task_suite
@@ -73,15 +224,14 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
 
             splits = splits.map(with_worked_answers, desc="Showing the calculation in answers")
         return splits
-    if script_args.task_domains:
-        raise ValueError("`task_domains` only applies to `dataset_name: task-suite`; remove it for other datasets.")
-    if getattr(script_args, "task_answer_style", "final") != "final":
-        raise ValueError("`task_answer_style` only applies to `dataset_name: task-suite`; remove it for other datasets.")
-    if getattr(script_args, "task_label_noise", 0.0):
-        raise ValueError("`task_label_noise` only applies to `dataset_name: task-suite`; remove it for other datasets.")
-    return load_dataset(
-        script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
-    )
+    for name, unset in TASK_SUITE_FIELDS.items():
+        if getattr(script_args, name, unset) != unset:
+            raise ValueError(f"`{name}` only applies to `dataset_name: task-suite`; remove it for other datasets.")
+    data = load_source(script_args.dataset_name, name=script_args.dataset_config,
+                       streaming=script_args.dataset_streaming)
+    return _with_named_splits(data, script_args.dataset_name,
+                              (script_args.dataset_train_split, script_args.dataset_test_split),
+                              streaming=script_args.dataset_streaming)
 
 
 def split_or_fail(datasets: DatasetDict, split: str, field_name: str):

@@ -7,8 +7,8 @@
    token weighting with uniform sampling; `--mode upsample` samples domains by α instead).
 3. **Output**: ᾱ, the average of α over the proxy's steps (not the last α), written as
    - `doremi_weights.json`: ``{"domain_weights": {domain: ᾱ_i}, ...}`` (also readable by `domain_initial_weights`);
-   - `dataset_mixture.yaml`: a `dataset_mixture:` recipe fragment with one source per domain at share ᾱ_i, for the
-     main run (paste it into its recipe, or pass it with `--dataset_mixture "$(python -c ...)"`);
+   - `share_mixture.yaml`: a `share_mixture:` recipe fragment with one source per domain at share ᾱ_i, for the
+     main run (paste it into its recipe, or pass it with `--share_mixture "$(python -c ...)"`);
    - `main_recipe.yaml`: the base recipe with its data replaced by that fragment, ready to train.
 
 Defaults follow the paper: η = 1, ε = 1e-3 (the official code's default is 1e-4; methods.md cross-check 6).
@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 # Data fields of a recipe that the fragment replaces in `main_recipe.yaml`.
-_DATA_FIELDS = ("dataset_name", "task_domains", "dataset_mixture", "train_limit_per_domain", "datasets")
+_DATA_FIELDS = ("dataset_name", "task_domains", "share_mixture", "dataset_mixture", "train_limit_per_domain",
+                "datasets")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -65,14 +66,14 @@ def run_doremi(argv: list[str] | None = None) -> dict[str, Any]:
     summary = json.loads((proxy_dir / "domain_weights.json").read_text())
     weights = summary["average_weights"]
     recipe = yaml.safe_load(Path(args.config).read_text()) or {}
-    fragment = {"dataset_mixture": mixture_fragment(recipe, weights)}
+    fragment = {"share_mixture": mixture_fragment(recipe, weights)}
     result = {"domain_weights": weights, "final_weights": summary["final_weights"],
               "num_updates": summary["num_updates"], "eta": args.eta, "eps": args.eps, "mode": args.mode,
               "reference_model": str(reference_dir), "proxy_model": str(proxy_dir)}
     (out / "doremi_weights.json").write_text(json.dumps(result, indent=2) + "\n")
     header = (f"# DoReMi domain weights: average over {summary['num_updates']} proxy steps (eta={args.eta}, "
               f"eps={args.eps}, {args.mode}), from {args.config}\n")
-    (out / "dataset_mixture.yaml").write_text(header + yaml.safe_dump(fragment, sort_keys=False))
+    (out / "share_mixture.yaml").write_text(header + yaml.safe_dump(fragment, sort_keys=False))
     from .redaction import is_secret_key, redact
 
     # A recipe to run, not a record: a masked `hub_token` would be sent as the token, so secrets are left out.
@@ -85,14 +86,14 @@ def run_doremi(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def mixture_fragment(recipe: dict[str, Any], weights: dict[str, float]) -> dict[str, Any]:
-    """A `dataset_mixture` section giving each domain its DoReMi share.
+    """A `share_mixture` section giving each domain its DoReMi share.
 
     The base recipe's data decides the sources: `dataset_name: task-suite` gives one task-suite source per domain;
-    a `dataset_mixture` keeps its sources and replaces each one's weight by its domain's (each source must hold a
+    a `share_mixture` keeps its sources and replaces each one's weight by its domain's (each source must hold a
     single domain: its `domain`, or one entry of `domains`).
     """
-    if recipe.get("dataset_mixture"):
-        base = dict(recipe["dataset_mixture"])
+    if recipe.get("share_mixture"):
+        base = dict(recipe["share_mixture"])
         sources = []
         for source in base.get("datasets", []):
             source = dict(source)
@@ -110,5 +111,5 @@ def mixture_fragment(recipe: dict[str, Any], weights: dict[str, float]) -> dict[
         return {"datasets": [{"path": "task-suite", "domains": [name], "weight": round(float(w), 6)}
                              for name, w in weights.items()],
                 "policy": "upsample", "seed": int(recipe.get("seed", 0))}
-    raise ValueError("The base recipe must use `dataset_name: task-suite` or a `dataset_mixture` with one domain per "
+    raise ValueError("The base recipe must use `dataset_name: task-suite` or a `share_mixture` with one domain per "
                      "source, so that the DoReMi weights map onto mixture sources.")

@@ -2,8 +2,9 @@
 
 Pure parts (no I/O): `temperature_shares`, `scalarization_weights`, `CooldownSchedule`, `mixture_counts`,
 `mixture_indices`. `build_share_mixture` applies them to in-memory datasets and `load_share_mixture` loads the
-sources of a recipe's `dataset_mixture:` section (see docs/mixtures.md, which also compares TRL's and the
-alignment-handbook's mixture weights with the shares used here).
+sources of a recipe's `share_mixture:` section (see docs/mixtures.md, which also compares TRL's and the
+alignment-handbook's mixture weights with the shares used here). `load_handbook_mixture` loads a `dataset_mixture:`
+section in the alignment-handbook / open-r1 schema with their semantics.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-    from .configs import MixtureSourceConfig, ShareMixtureConfig
+    from .configs import HandbookMixtureConfig, MixtureSourceConfig, ShareMixtureConfig
 
 POLICIES = ("cap", "upsample")
 
@@ -221,29 +222,14 @@ def _concatenate(parts: Sequence["Dataset"]) -> "Dataset":
 
 def _load_source_split(source: "MixtureSourceConfig", split: str, fmt: str, domain_column: str,
                        limit_per_domain: int | None = None) -> "Dataset":
-    from pathlib import Path
-
-    import datasets
-
-    from .data_loading import TASK_SUITE
+    from .data_loading import TASK_SUITE, load_source
 
     if source.path == TASK_SUITE:
         from .data import load_task_suite
 
         return load_task_suite(split, fmt, domains=source.domains, limit_per_domain=limit_per_domain)
-    path = Path(source.path)
-    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-        loaded = datasets.load_from_disk(str(path))
-        dataset = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    elif path.is_file():
-        builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
-        if builder is None:
-            raise ValueError(f"Cannot tell the format of {source.path!r}: use a .jsonl/.json/.csv/.parquet file, a "
-                             "directory written by `save_to_disk`, or a Hub id.")
-        dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
-    else:
-        dataset = datasets.load_dataset(source.path, name=source.name, data_dir=source.data_dir,
-                                        data_files=source.data_files, split=split)
+    dataset = load_source(source.path, split=split, name=source.name, data_dir=source.data_dir,
+                          data_files=source.data_files)
     if source.columns is not None:
         dataset = dataset.select_columns(source.columns)
     if source.domains is not None:
@@ -270,7 +256,7 @@ def _label(source: "MixtureSourceConfig", dataset: "Dataset", domain_column: str
 
 def load_share_mixture(config: "ShareMixtureConfig", *, fmt: str = "preference", train_split: str = "train",
                        test_split: str = "test", eval_limit_per_domain: int | None = None) -> "DatasetDict":
-    """Load a recipe's `dataset_mixture:` section into ``{train_split: mixture, test_split: held-out}``.
+    """Load a recipe's `share_mixture:` section into ``{train_split: mixture, test_split: held-out}``.
 
     The training split mixes the sources at their shares (``weight``, or ``temperature`` sampling over the source
     sizes) under ``policy`` and ``seed``. The held-out split is every source's ``test_split`` (the task suite's
@@ -306,3 +292,88 @@ def realized_shares(dataset: "Dataset", domain_column: str = "domain") -> dict[s
     """Fraction of rows per value of ``domain_column``: what a mixture actually contains."""
     values, counts = np.unique(np.asarray(dataset[domain_column]), return_counts=True)
     return {str(v): float(c) / len(dataset) for v, c in zip(values, counts)}
+
+
+# ------------------------------------------------------------------------------- the alignment-handbook's schema
+
+# Keys only this toolkit's share-based mixture has: a `dataset_mixture` using them was written for `share_mixture`.
+_SHARE_ONLY_KEYS = ("policy", "temperature", "total_size", "domain_column")
+
+
+def parse_mixture_sections(*, share_mixture, dataset_mixture):
+    """The recipe's ``share_mixture`` (ours) and ``dataset_mixture`` (handbook schema) as config objects.
+
+    Either may be a mapping, a JSON string (command line) or already parsed. A ``dataset_mixture`` written in our
+    share schema (entries with ``path``, or ``policy``/``temperature``/``total_size``) is an error that says to rename
+    it: it was this toolkit's name for `share_mixture` before the handbook's schema was accepted, and its weights
+    mean something else there (share of the mixture vs fraction of the dataset kept).
+    """
+    import json
+
+    from .configs import HandbookMixtureConfig, HandbookMixtureSource, ShareMixtureConfig
+
+    share_mixture = json.loads(share_mixture) if isinstance(share_mixture, str) else share_mixture
+    dataset_mixture = json.loads(dataset_mixture) if isinstance(dataset_mixture, str) else dataset_mixture
+    if isinstance(share_mixture, dict):
+        share_mixture = ShareMixtureConfig(**share_mixture)
+    if isinstance(dataset_mixture, dict):
+        entries = dataset_mixture.get("datasets") or []
+        ours = [k for k in _SHARE_ONLY_KEYS if k in dataset_mixture]
+        if ours or any(isinstance(e, dict) and "path" in e and "id" not in e for e in entries):
+            raise ValueError(
+                "`dataset_mixture` is the alignment-handbook / open-r1 schema (entries `{id, config, split, columns, "
+                "weight}`, weight = fraction of the dataset kept). This one is written in this toolkit's share-based "
+                f"schema ({'keys ' + str(ours) if ours else 'entries with `path`'}): rename the section to "
+                "`share_mixture` (see docs/mixtures.md)."
+            )
+        unknown = sorted(set(dataset_mixture) - {"datasets", "seed", "test_split_size"})
+        if unknown:
+            raise ValueError(f"dataset_mixture: unknown key(s) {unknown}; the handbook schema has `datasets`, `seed` "
+                             "and `test_split_size` (this toolkit's share-based mixture is `share_mixture`).")
+        sources = []
+        for i, entry in enumerate(entries):
+            allowed = {"id", "config", "split", "columns", "weight"}
+            if not isinstance(entry, dict) or "id" not in entry or set(entry) - allowed:
+                raise ValueError(f"dataset_mixture.datasets[{i}] must be a mapping with `id` and optionally "
+                                 f"`config`, `split`, `columns`, `weight`; got {entry!r}.")
+            sources.append(HandbookMixtureSource(**entry))
+        if not sources:
+            raise ValueError("dataset_mixture: list at least one dataset under `datasets`.")
+        dataset_mixture = HandbookMixtureConfig(**{**dataset_mixture, "datasets": sources})
+    return share_mixture, dataset_mixture
+
+
+def load_handbook_mixture(config: "HandbookMixtureConfig") -> "DatasetDict":
+    """A handbook `dataset_mixture:` section, loaded exactly as the alignment-handbook's `get_dataset` does
+    (src/alignment/data.py; open-r1 has the same code).
+
+    For each entry: load ``split`` of ``id`` (config ``config``), keep ``columns``, and if ``weight`` is set keep the
+    first ⌊n · weight⌋ rows after ``shuffle(seed)``; concatenate in order, ``shuffle(seed)``, then
+    ``train_test_split(test_size=test_split_size, seed=seed)`` (``{train, test}``) if ``test_split_size`` is set,
+    else ``{train}`` alone.
+
+    Paper vs code: none; handbook vs this toolkit: ``weight`` is the fraction of that dataset kept, not normalised,
+    so the final shares depend on the sizes, and a weight > 1 cannot upsample (`select` fails on missing rows; here
+    that is a clear error). Sources are read by `alignment.data_loading.load_source`, so ``id`` may also be a
+    local file or directory.
+    """
+    from datasets import DatasetDict
+
+    from .data_loading import load_source
+
+    parts = []
+    for i, source in enumerate(config.datasets):
+        dataset = load_source(source.id, split=source.split, name=source.config)
+        if source.columns is not None:
+            dataset = dataset.select_columns(source.columns)
+        if source.weight is not None:
+            if not (isinstance(source.weight, (int, float)) and 0 <= source.weight <= 1):
+                raise ValueError(f"dataset_mixture.datasets[{i}] ({source.id}): `weight` is the fraction of the "
+                                 f"dataset kept, in [0, 1]; got {source.weight!r}. To upsample, use `share_mixture` "
+                                 "with `policy: upsample`.")
+            dataset = dataset.shuffle(seed=config.seed).select(range(int(len(dataset) * source.weight)))
+        parts.append(dataset)
+    combined = _concatenate(parts).shuffle(seed=config.seed)
+    if config.test_split_size is not None:
+        return combined.train_test_split(test_size=config.test_split_size, seed=config.seed)
+    return DatasetDict({"train": combined})

@@ -292,9 +292,9 @@ def _load_annotation_data(args) -> dict:
             or args.task_answer_style != "final"):
         raise ValueError("--task_domains, --task_label_noise, --task_answer_style and --*_limit_per_domain only apply "
                          "to the task suite.")
-    from datasets import load_dataset
+    from .data_loading import load_source
 
-    data = load_dataset(args.dataset_name, name=args.dataset_config)
+    data = load_source(args.dataset_name, name=args.dataset_config)  # a Hub id, a directory, a file, save_to_disk
     splits = args.splits or list(data)
     missing = [s for s in splits if s not in data]
     if missing:

@@ -74,6 +74,9 @@ def start_run(dataclass_types, argv: list[str] | None = None):
     validate_hub_model_id(hub_model_id=training_args.hub_model_id, push_to_hub=training_args.push_to_hub,
                           output_dir=training_args.output_dir)
     setup_logging(training_args)
+    from .data_loading import scope_task_suite_fields
+
+    scope_task_suite_fields(parsed, recipe.get("cli_overrides", ()))  # a recipe pointed at other data drops them
     set_seed(training_args.seed)
     state = PartialState()
     # One line per rank, so a launch that silently started fewer processes than asked is visible in the log.
@@ -245,7 +248,9 @@ def answer_eval_dataset(script_args, datasets, have_rewards: bool = False):
         logger.info("No held-out split with `prompt` and a gold (`answer` / `solution`) column, and no "
                     "`eval_reward_funcs`: skipping the generation evaluation.")
         return None
-    return test
+    from .data_loading import limit_rows_per_domain
+
+    return limit_rows_per_domain(test, script_args.eval_limit_per_domain)
 
 
 @contextmanager

@@ -15,6 +15,9 @@ It speaks just enough of the API that `huggingface_hub` 2.4 uses on the classic 
 - ``GET|HEAD /{repo_id}/resolve/{rev}/{path}``                file download with the metadata headers
   ``hf_hub_download`` needs (X-Repo-Commit, ETag, X-Linked-Etag / X-Linked-Size for LFS, Content-Length)
 
+Dataset repos are served by the same routes (``/api/datasets/...``, ``/datasets/{repo_id}/resolve/...``): that is
+all `datasets.load_dataset("user/name")` asks for. `FakeHub.put_files` seeds a repo without an upload client.
+
 Anything else answers 501 with the method and path and is recorded in ``FakeHub.unknown`` (and printed to stderr),
 so a test can assert nothing unexpected was called.
 
@@ -248,6 +251,16 @@ class FakeHub:
             files = {".gitattributes": self._regular_entry(DEFAULT_GITATTRIBUTES.encode())}
             self._new_commit(repo, "main", "initial commit", "", files)
             return repo, True
+
+    def put_files(self, repo_id: str, files: dict[str, bytes], repo_type: str = "model",
+                  title: str = "add files") -> Commit:
+        """Create the repo if needed and commit ``files`` (path -> content) to ``main``, as regular files: how a
+        test seeds a repo (e.g. a dataset for `datasets.load_dataset`) without going through an upload client."""
+        with self.lock:
+            repo, _ = self.create_repo(repo_type, repo_id, private=False)
+            current = dict(repo.commits[repo.branches["main"]].files)
+            current.update({path: self._regular_entry(data) for path, data in files.items()})
+            return self._new_commit(repo, "main", title, "", current)
 
     def read_file(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "model") -> bytes:
         """Content of a file as stored on the fake Hub (for assertions)."""

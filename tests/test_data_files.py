@@ -64,9 +64,9 @@ def test_mixture_entries_are_checked_and_named(tmp_path):
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
     good.write_bytes(_jsonl(3))
     bad.write_bytes(_jsonl(1) + b'{"prompt": "' + LATIN1 + b'", "chosen": "a", "rejected": "b"}\n')
-    share = AlignmentScriptArguments(dataset_mixture={"datasets": [{"path": str(good), "weight": 0.5},
+    share = AlignmentScriptArguments(share_mixture={"datasets": [{"path": str(good), "weight": 0.5},
                                                                   {"path": str(bad), "weight": 0.5}]})
-    with pytest.raises(ValueError, match=r"bad.jsonl \(from `dataset_mixture.datasets\[1\]`\) is not UTF-8: line 2"):
+    with pytest.raises(ValueError, match=r"bad.jsonl \(from `share_mixture.datasets\[1\]`\) is not UTF-8: line 2"):
         load_recipe_datasets(share)
     # TRL's `datasets:` mixture: a packaged builder with `data_files`, resolved the way `load_dataset` resolves it
     trl_mixture = DatasetMixtureConfig(datasets=[{"path": "json", "data_files": str(good)},

@@ -414,7 +414,7 @@ def test_doremi_script_end_to_end_writes_a_mixture_fragment_that_loads(tiny_mode
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
     assert weights != pytest.approx({k: 1 / 3 for k in weights}, abs=1e-3)  # the proxy moved them (eta 5)
 
-    fragment = yaml.safe_load((out / "dataset_mixture.yaml").read_text())["dataset_mixture"]
+    fragment = yaml.safe_load((out / "share_mixture.yaml").read_text())["share_mixture"]
     config = ShareMixtureConfig(**fragment)
     shares = {source.domains[0]: source.weight for source in config.datasets}
     assert shares == pytest.approx(weights, abs=1e-5)

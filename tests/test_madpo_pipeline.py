@@ -173,6 +173,16 @@ def test_annotate_without_chosen_names_the_column(pipeline, tmp_path):
                                   "--output_dir", str(tmp_path / "out")])
 
 
+def test_annotate_reads_a_single_file(pipeline, tmp_path):
+    from alignment import reward_cli
+
+    pairs = ROOT / "examples/data/preference-standard/train.jsonl"
+    reward_cli.annotate_main(["--reward_model", str(pipeline["rm"]), "--dataset_name", str(pairs),
+                              "--output_dir", str(tmp_path / "out"), "--no_progress"])
+    rows = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == len(pairs.read_text().splitlines()) and all(isinstance(r["margin"], float) for r in rows)
+
+
 def test_annotate_rejects_a_model_that_is_not_a_reward_model(tiny_model_dir):
     from alignment.reward_cli import load_reward_model
 

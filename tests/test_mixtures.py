@@ -189,12 +189,12 @@ def _mixture_args(tmp_path, **mixture):
         "seed": 0,
     }
     section.update(mixture)
-    return AlignmentScriptArguments(dataset_mixture=json.dumps(section))
+    return AlignmentScriptArguments(share_mixture=json.dumps(section))
 
 
 def test_recipe_mixture_of_task_suite_and_local_file(tmp_path):
     args = _mixture_args(tmp_path)
-    assert isinstance(args.dataset_mixture, ShareMixtureConfig)
+    assert isinstance(args.share_mixture, ShareMixtureConfig)
     data = load_recipe_datasets(args, fmt="preference")
     # upsample: N = ceil(max(300 / 0.25, 40 / 0.75)) = 1200 -> 300 addition rows, 900 file rows (each 22-23 times)
     assert Counter(data["train"]["domain"]) == {"addition": 300, "counting_file": 900}
@@ -223,7 +223,7 @@ def test_recipe_mixture_with_temperature(tmp_path):
 ])
 def test_bad_mixture_sections(section, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        AlignmentScriptArguments(dataset_mixture=section)
+        AlignmentScriptArguments(share_mixture=section)
 
 
 def test_mixture_excludes_other_data_fields(tmp_path):
@@ -246,7 +246,7 @@ def test_recipe_yaml_section_parses_with_the_trl_parser(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"model_name_or_path: tiny-random-llama\noutput_dir: {tmp_path / 'out'}\n"
-        "dataset_mixture:\n"
+        "share_mixture:\n"
         "  datasets:\n"
         "    - {path: task-suite, domains: [addition], weight: 0.6}\n"
         "    - {path: task-suite, domains: [counting], weight: 0.4}\n"

@@ -313,7 +313,7 @@ def domain_column_values(dataset, split_name: str = "train") -> list[str]:
         raise ValueError(
             f"`domain_reweighting` is set but the {split_name} dataset has no `domain` column (columns: "
             f"{sorted(dataset.column_names)}). Add one naming each row's domain, e.g. "
-            "`dataset = dataset.map(lambda row: {'domain': row['source']})`, use a share-based `dataset_mixture` "
+            "`dataset = dataset.map(lambda row: {'domain': row['source']})`, use a `share_mixture` "
             "(which adds it), or `dataset_name: task-suite` (which has one)."
         )
     values = [str(v) for v in dataset["domain"]]
