@@ -92,14 +92,15 @@ def generate_main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForCausalLM
 
     from .data_layouts import normalize_layouts
-    from .data_loading import load_recipe_datasets, split_or_fail
+    from .data_loading import load_recipe_datasets, scope_task_suite_fields, split_or_fail
     from .models import resolve_model_name_or_path
     from .pair_generation import build_pairs, sample_completions, score_completions
     from .script_utils import load_tokenizer, parse_recipe
     from .reward_sources import RewardModelReward, check_reward_sources, resolve_rewards
 
-    args, *_ = parse_recipe((PairGenerationArguments,), argv)  # (args, [the parser's leftovers,] recipe)
+    args, *_, recipe = parse_recipe((PairGenerationArguments,), argv)  # (args, [the parser's leftovers,] recipe)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    scope_task_suite_fields((args,), recipe.get("cli_overrides", ()))  # a task-suite recipe pointed at other prompts
     # Rewards and data first: a bad reward, file or layout fails before the model is loaded.
     check_reward_sources(list(args.reward_funcs), args.reward_kwargs)
     data = normalize_layouts(load_recipe_datasets(args, fmt="prompt_only"), "prompt_only")

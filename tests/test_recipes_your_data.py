@@ -8,7 +8,10 @@ machine: they must get past data loading and stop with their clear "needs CUDA" 
 
 Excluded: `doremi.yaml` (both sizes) is the base recipe of `scripts/run_doremi.py`, which maps the DoReMi weights onto
 task-suite domains or `share_mixture` sources, so a single `--dataset_name` has nothing to reweight; its SFT stages
-are covered by tests/test_domain_reweighting.py.
+are covered by tests/test_domain_reweighting.py. `iterative-dpo.yaml` (`scripts/iterate.py`) has no `dataset_name`
+of its own (its `generate` section has one, its `train` section names a DPO recipe): it is parsed and its sections
+resolved here, and the loop itself runs in tests/test_iterate.py. `generate-pairs.yaml` (`scripts/generate_pairs.py`)
+samples and scores on the user's prompts here.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from alignment.reward_cli import reward_main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "data"
-RECIPES = sorted(p for p in ROOT.glob("recipes/*/*.yaml") if p.stem != "doremi")
+RECIPES = sorted(p for p in ROOT.glob("recipes/*/*.yaml") if p.stem not in ("doremi", "iterative-dpo", "generate-pairs"))
 MAINS = {"dpo": cli.dpo_main, "sft": cli.sft_main, "grpo": cli.grpo_main, "reward": reward_main}
 LAYOUTS = {"dpo": "preference-standard", "sft": "sft-messages", "grpo": "prompts-standard",
            "reward": "preference-standard"}
@@ -124,3 +127,28 @@ def test_your_data_recipes_have_no_task_suite_fields_and_run_as_shipped(tiny_mod
         trained, _ = MAINS[path.stem](["--config", str(path), "--model_name_or_path", tiny_model_dir,
                                        "--output_dir", str(out), "--max_steps", "1", "--save_strategy", "no"])
         assert trained.state.global_step == 1
+
+
+def test_generate_pairs_recipe_samples_and_scores_your_prompts(tiny_model_dir, tmp_path):
+    from alignment.generate_cli import generate_main
+
+    out = tmp_path / "pairs"
+    argv = ["--config", str(ROOT / "recipes/smollm2-135m/generate-pairs.yaml"), "--model_name_or_path",
+            tiny_model_dir, "--dataset_name", str(EXAMPLES / "prompts-conversational"), "--output_dir", str(out),
+            "--num_samples", "2", "--max_new_tokens", "4"]
+    # A random model never gets a `solution` right: every completion scores 0, so the run ends without pairs, after
+    # loading the user's prompts (task-suite fields dropped), sampling and scoring every one with math-verify.
+    with pytest.raises(RuntimeError, match="No pairs"):
+        generate_main(argv)
+    generation = json.loads((out / "generation.json").read_text())
+    assert generation["prompts"] == 8 and generation["completions"] == 16 and generation["mean_score"] == 0.0
+
+
+def test_iterative_recipe_parses_and_its_train_section_resolves():
+    from alignment.iterate_cli import IterativeArguments, _train_recipe
+    from alignment.script_utils import parse_recipe
+
+    args = parse_recipe((IterativeArguments,), ["--config", str(ROOT / "recipes/smollm2-135m/iterative-dpo.yaml")])[0]
+    train = _train_recipe(args.train)
+    assert train["loss_type"] == "irpo" and train["max_steps"] == 20 and "task_domains" not in train
+    assert args.generate["reward_funcs"] == ["math_verify_reward"] and args.rounds == 2
