@@ -273,6 +273,20 @@ def test_finalize_run_card_names_the_full_repo_id(tmp_path):
     assert card_metadata_errors(card) == []
 
 
+def test_finalize_run_merged_folder_carries_the_plots_its_card_links(tmp_path):
+    from alignment.script_utils import finalize_run
+
+    out, merged = tmp_path / "out", tmp_path / "out" / "merged"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "loss.png").write_bytes(b"\x89PNG")
+    merged.mkdir()
+    finalize_run(output_dir=str(out), method="sft", base_model=SMOLLM2, recipe={}, results={}, push_to_hub=False,
+                 hub_model_id="me/m", datasets=None, merged_dir=str(merged))
+    # The merged folder is what gets pushed: the plot its card embeds must be in it.
+    assert (merged / "plots" / "loss.png").read_bytes() == b"\x89PNG"
+    assert "![plots/loss.png](plots/loss.png)" in (merged / "README.md").read_text().splitlines()
+
+
 def test_fake_hub_checks_card_metadata_like_the_hub():
     good = "---\nlicense: apache-2.0\nbase_model: org/base\ndatasets:\n- org/data\ntags: [trl]\n---\n# m\n"
     assert card_metadata_errors(good) == [] and card_metadata_errors("# no metadata\n") == []
