@@ -152,7 +152,8 @@ def test_card_metadata_names_hub_ids_only_and_passes_the_hub_checks(tmp_path):
     card = render_model_card(
         model_name="my-org/my-dpo-model", base_model=str(_converted_alias_dir(tmp_path)), method="sigmoid",
         recipe={"dataset_name": str(local_data)},
-        datasets=[str(local_data), "task-suite", "HuggingFaceH4/ultrafeedback_binarized"],
+        # `data/train.jsonl` is not here, but it is a file name, not a Hub id (though `validate_repo_id` accepts it).
+        datasets=[str(local_data), "task-suite", "HuggingFaceH4/ultrafeedback_binarized", "data/train.jsonl"],
     )
     assert card_metadata_errors(card) == []
     front, body = _split_card(card)
@@ -162,7 +163,7 @@ def test_card_metadata_names_hub_ids_only_and_passes_the_hub_checks(tmp_path):
     assert front["pipeline_tag"] == "text-generation" and front["library_name"] == "transformers"
     assert front["tags"] == ["trl", "alignment", "dpo", "sigmoid"]
     assert f"local data, `{local_data}` (not on the Hub" in body
-    assert "embedded verifiable task suite (`task-suite`" in body
+    assert "embedded verifiable task suite (`task-suite`" in body and "local data, `data/train.jsonl`" in body
     assert str(tmp_path / "cache") not in body  # the cache path of the converted model is nobody's business
     assert f"This model is [{SMOLLM2}](https://huggingface.co/{SMOLLM2})" in body
 
