@@ -202,12 +202,14 @@ def _is_local_data(name: str) -> bool:
 
 
 def _recipe_dataset_sources(recipe: Mapping[str, Any]) -> list[str]:
-    """Dataset paths a recipe names: `dataset_name`, `datasets[].path`, `dataset_mixture.datasets[].path`."""
+    """Dataset paths a recipe names: `dataset_name`, TRL's `datasets[].path`, the entries of a mixture section
+    (`dataset_mixture`, `share_mixture`: `datasets[].path`, or `.id` in the alignment-handbook's layout)."""
+    sections = [recipe.get("datasets")] + [section.get("datasets") for key in ("dataset_mixture", "share_mixture")
+                                           if isinstance(section := recipe.get(key), Mapping)]
     sources = [recipe.get("dataset_name")]
-    mixture = recipe.get("dataset_mixture")
-    for entries in (recipe.get("datasets"), mixture.get("datasets") if isinstance(mixture, Mapping) else None):
+    for entries in sections:
         if isinstance(entries, Sequence) and not isinstance(entries, str):
-            sources += [entry.get("path") for entry in entries if isinstance(entry, Mapping)]
+            sources += [entry.get("path") or entry.get("id") for entry in entries if isinstance(entry, Mapping)]
     return [str(source) for source in sources if source]
 
 

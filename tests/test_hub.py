@@ -168,6 +168,15 @@ def test_card_metadata_names_hub_ids_only_and_passes_the_hub_checks(tmp_path):
     assert f"This model is [{SMOLLM2}](https://huggingface.co/{SMOLLM2})" in body
 
 
+def test_card_datasets_from_the_recipe_mixtures(tmp_path):
+    recipe = {"datasets": [{"path": "org/trl-style"}, {"path": str(tmp_path)}],
+              "dataset_mixture": {"datasets": [{"id": "org/handbook-style", "weight": 0.5}], "seed": 0},
+              "share_mixture": {"datasets": [{"path": "task-suite"}, {"path": "org/shares"}]}}
+    front, body = _split_card(render_model_card(model_name="me/m", base_model=SMOLLM2, method="sft", recipe=recipe))
+    assert front["datasets"] == ["org/trl-style", "org/handbook-style", "org/shares"]
+    assert f"local data, `{tmp_path}`" in body and "(`task-suite`, all domains)" in body
+
+
 def test_card_base_model_alias_hub_id_and_local_dir(tmp_path):
     # The alias itself; the Hub id (whose license the toolkit knows); any other Hub id; a plain local directory.
     for base, hub_id, license_id in [("smollm2-135m-instruct", SMOLLM2, "apache-2.0"), (SMOLLM2, SMOLLM2, "apache-2.0"),
