@@ -102,7 +102,7 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
             output_dir=training_args.output_dir, method=method_of(training_args), base_model=model_path,
             recipe=recipe, results=results, push_to_hub=push_to_hub, hub_model_id=training_args.hub_model_id,
             datasets=[script_args.dataset_name] if script_args.dataset_name else None,
-            hub_private=training_args.hub_private_repo, hub_token=hub_token,
+            hub_private=training_args.hub_private_repo, hub_token=hub_token, license=script_args.hub_license,
             merged_dir=merged_output(trainer, script_args, tokenizer, model_path, training_args.output_dir),
         )
     trainer.accelerator.wait_for_everyone()

@@ -125,9 +125,17 @@ class AlignmentScriptArguments(ScriptArguments):
         default=None,
         metadata={"help": "Keyword arguments per evaluation reward, `{reward: {arg: value}}` (a mapping or JSON)."},
     )
+    hub_license: str | None = field(
+        default=None,
+        metadata={"help": "The model card's `license`, a Hub license identifier (apache-2.0, mit, llama3.1, ...). "
+                  "Default: the base model's when known (the embedded SmolLM2: apache-2.0), else `unknown`."},
+    )
 
     def __post_init__(self):
         from .data.tasks import check_label_noise
+        from .model_card import check_hub_license
+
+        check_hub_license(self.hub_license)
 
         if isinstance(self.eval_reward_kwargs, str):
             self.eval_reward_kwargs = json.loads(self.eval_reward_kwargs)

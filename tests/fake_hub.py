@@ -5,6 +5,8 @@ It speaks just enough of the API that `huggingface_hub` 2.4 uses on the classic 
 - ``POST /api/repos/create``                                  create_repo (409 if it exists)
 - ``GET  /api/whoami-v2``                                     whoami
 - ``POST /api/validate-yaml``                                 README.md front-matter check done by create_commit
+                                                               (`card_metadata_errors`: the Hub's metadata rules;
+                                                               a commit of a README.md that breaks them is a 400 too)
 - ``GET  /api/{type}s/{repo_id}[/revision/{rev}]``            model_info / repo_info (``siblings``, ``sha``)
 - ``GET  /api/{type}s/{repo_id}/tree/{rev}[/{path}]``         list_repo_tree
 - ``POST /api/{type}s/{repo_id}/paths-info/{rev}``            get_paths_info
@@ -87,6 +89,109 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _REPO_ID = rf"(?:{_NAME}/)?{_NAME}"
 
 
+# The license identifiers the Hub accepts, in the order of its own error message ("license" must be one of [...]),
+# quoted in huggingface_hub issue #4218 (2026-05). Kept here, apart from the library's copy, so that the fake server
+# checks cards against the Hub's list rather than against what the card writer believes.
+HUB_LICENSES = (
+    "apache-2.0, mit, openrail, bigscience-openrail-m, creativeml-openrail-m, bigscience-bloom-rail-1.0, "
+    "bigcode-openrail-m, afl-3.0, artistic-2.0, bsl-1.0, bsd, bsd-2-clause, bsd-3-clause, bsd-3-clause-clear, c-uda, "
+    "cc, cc0-1.0, cc-by-2.0, cc-by-2.5, cc-by-3.0, cc-by-4.0, cc-by-sa-3.0, cc-by-sa-4.0, cc-by-nc-2.0, cc-by-nc-3.0, "
+    "cc-by-nc-4.0, cc-by-nd-4.0, cc-by-nc-nd-3.0, cc-by-nc-nd-4.0, cc-by-nc-sa-2.0, cc-by-nc-sa-3.0, cc-by-nc-sa-4.0, "
+    "cdla-sharing-1.0, cdla-permissive-1.0, cdla-permissive-2.0, wtfpl, ecl-2.0, epl-1.0, epl-2.0, etalab-2.0, "
+    "eupl-1.1, eupl-1.2, agpl-3.0, gfdl, gpl, gpl-2.0, gpl-3.0, lgpl, lgpl-2.1, lgpl-3.0, isc, h-research, "
+    "intel-research, lppl-1.3c, ms-pl, apple-ascl, apple-amlr, mpl-2.0, odc-by, odbl, openmdw-1.0, openrail++, "
+    "osl-3.0, postgresql, ofl-1.1, ncsa, unlicense, zlib, pddl, lgpl-lr, deepfloyd-if-license, "
+    "fair-noncommercial-research-license, llama2, llama3, llama3.1, llama3.2, llama3.3, llama4, grok2-community, "
+    "gemma, unknown, other"
+).split(", ")
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _repo_id_error(field_name: str, value, kind: str) -> str | None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        if not isinstance(value, str):
+            raise HFValidationError("not a string")
+        validate_repo_id(value)
+    except HFValidationError:
+        return f'"{field_name}" with value "{value}" is not valid. Use a {kind} id from https://hf.co/{kind}s.'
+    return None
+
+
+def _model_index_errors(model_index) -> list[str]:
+    """The model-index shape the Hub requires: `[{name, results: [{task: {type}, dataset: {type, name},
+    metrics: [{type, value}]}]}]` (hub-docs modelcard.md), numbers or strings as values."""
+    errors = []
+    if not isinstance(model_index, list) or not model_index:
+        return ['"model-index" must be a non-empty array']
+    for i, entry in enumerate(model_index):
+        where = f'"model-index[{i}]"'
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            errors.append(f'{where}.name is required and must be a string')
+            continue
+        results = entry.get("results")
+        if not isinstance(results, list) or not results:
+            errors.append(f"{where}.results must be a non-empty array")
+            continue
+        for j, result in enumerate(results):
+            at = f"{where}.results[{j}]"
+            task, dataset, metrics = (result.get(k) if isinstance(result, dict) else None
+                                      for k in ("task", "dataset", "metrics"))
+            if not isinstance(task, dict) or not isinstance(task.get("type"), str):
+                errors.append(f"{at}.task.type is required and must be a string")
+            if not isinstance(dataset, dict) or not all(isinstance(dataset.get(k), str) for k in ("type", "name")):
+                errors.append(f"{at}.dataset.type and .name are required and must be strings")
+            if not isinstance(metrics, list) or not metrics:
+                errors.append(f"{at}.metrics must be a non-empty array")
+                continue
+            for k, metric in enumerate(metrics):
+                ok = (isinstance(metric, dict) and isinstance(metric.get("type"), str)
+                      and isinstance(metric.get("value"), (int, float, str)) and not isinstance(metric["value"], bool))
+                if not ok:
+                    errors.append(f"{at}.metrics[{k}] needs a string `type` and a number or string `value`")
+    return errors
+
+
+def card_metadata_errors(content: str, repo_type: str = "model") -> list[str]:
+    """What the Hub objects to in a README.md's YAML front matter (empty: accepted).
+
+    The checks the Hub applies on upload: the front matter parses as a YAML mapping; `license` is one of its
+    identifiers; `base_model` (models) and `datasets` entries are valid repo ids (no local paths); `tags` are
+    strings; `model-index` has the required shape.
+    """
+    import yaml
+
+    if not content.startswith("---"):
+        return []
+    end = content.find("\n---", 3)
+    if end == -1:
+        return ["unterminated YAML front matter"]
+    try:
+        data = yaml.safe_load(content[3:end])
+    except yaml.YAMLError as exc:
+        return [f"invalid YAML: {exc}"]
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return ["YAML front matter must be a mapping"]
+    errors = []
+    for license_id in _as_list(data.get("license", [])):
+        if license_id not in HUB_LICENSES:
+            errors.append(f'"license" must be one of [{", ".join(HUB_LICENSES)}, array]')
+    if repo_type == "model":
+        errors += [e for v in _as_list(data.get("base_model", [])) if (e := _repo_id_error("base_model", v, "model"))]
+    errors += [e for v in _as_list(data.get("datasets", [])) if (e := _repo_id_error("datasets", v, "dataset"))]
+    if not all(isinstance(tag, str) for tag in _as_list(data.get("tags", []))):
+        errors.append('"tags" must be an array of strings')
+    if "model-index" in data:
+        errors += _model_index_errors(data["model-index"])
+    return errors
+
+
 def git_blob_oid(data: bytes) -> str:
     """The git SHA-1 of a blob, which the Hub uses as ETag / oid of regular files."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -157,6 +262,7 @@ class FakeHub:
         self.commit_payloads: list[list[dict]] = []  # parsed NDJSON of every commit (file contents elided)
         self.auth_headers: list[str | None] = []  # Authorization header of write requests
         self.request_auth: list[tuple[str, str, str | None]] = []  # (method, path, Authorization) of every request
+        self.rejected_cards: list[list[str]] = []  # the metadata errors of every README.md commit refused
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.endpoint = ""
@@ -388,7 +494,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), headers, content_type)
 
     def _error(self, err: HubError):
-        headers = {"X-Error-Message": err.message}
+        headers = {"X-Error-Message": " ".join(err.message.splitlines())}  # a header is one line
         if err.error_code:
             headers["X-Error-Code"] = err.error_code
         self._json(err.status, {"error": err.message}, headers)
@@ -445,25 +551,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def validate_yaml(self, m, query, body):
         payload = json.loads(body or b"{}")
-        content = payload.get("content", "")
-        errors = []
-        if content.startswith("---"):
-            end = content.find("\n---", 3)
-            if end == -1:
-                errors.append({"message": "unterminated YAML front matter"})
-            else:
-                try:
-                    import yaml
-
-                    data = yaml.safe_load(content[3:end])
-                    if data is not None and not isinstance(data, dict):
-                        errors.append({"message": "YAML front matter must be a mapping"})
-                except ImportError:
-                    pass
-                except Exception as exc:  # yaml.YAMLError
-                    errors.append({"message": f"invalid YAML: {exc}"})
+        errors = card_metadata_errors(payload.get("content", ""), payload.get("repoType") or "model")
         if errors:
-            self._json(400, {"errors": errors, "warnings": []}, {"X-Error-Message": errors[0]["message"]})
+            self._json(400, {"errors": [{"message": e} for e in errors], "warnings": []}, {"X-Error-Message": errors[0]})
         else:
             self._json(200, {"errors": [], "warnings": []})
 
@@ -632,6 +722,12 @@ class _Handler(BaseHTTPRequestHandler):
                     if value.get("encoding", "base64") != "base64":
                         raise HubError(400, f"unsupported encoding {value.get('encoding')}")
                     data = base64.b64decode(value["content"])
+                    if path == "README.md":
+                        errors = card_metadata_errors(data.decode("utf-8", "replace"), repo.repo_type)
+                        if errors:
+                            hub.rejected_cards.append(errors)
+                            listed = "\n".join(f"- {e}" for e in errors)
+                            raise HubError(400, f"Invalid metadata in README.md.\n{listed}")
                     files[path] = hub._regular_entry(data)
                     hub.regular_uploads.append(path)
                     logged.append({"key": key, "value": {"path": path, "size": len(data)}})
