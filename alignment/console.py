@@ -8,7 +8,8 @@ Every step:
 - with `--accelerate_config NAME|PATH` relaunches itself under `accelerate launch --config_file <config>` (TRL's
   `trl dpo --accelerate_config zero3`); `alignment launch [accelerate launch options] <step> ...` passes any other
   launch option (`--num_processes`, `--num_machines`, `--machine_rank`, `--main_process_ip`, ...);
-- answers `--help` from the recipe's dataclasses alone, without importing the trainers (seconds, not ~10 s).
+- answers `--help` from the recipe's dataclasses alone, without importing the trainers, and caches the text (the
+  dataclasses need torch and transformers imported: seconds the first time, milliseconds after).
 
 pip's generated wrapper runs ``sys.exit(entry())``; the mains return what they trained (trainer, results) for callers
 in Python, and ``sys.exit`` of such a value prints it and exits with status 1. The entries return None (status 0) or
@@ -84,6 +85,40 @@ def help_text(name: str) -> str:
     return parser.format_help()
 
 
+def cached_help_text(name: str) -> str:
+    """`help_text(name)`, kept under ``<alignment cache>/help/`` keyed by all it depends on (the versions of the
+    libraries that define fields, the source of this package's dataclass modules, the terminal width): building it
+    imports torch and transformers (~4 s of CPU, more on a busy machine), reading it takes milliseconds."""
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+    from importlib import metadata, util
+    from pathlib import Path
+
+    from .models import cache_dir
+
+    key = hashlib.sha256(f"{shutil.get_terminal_size().columns}".encode())
+    for package in ("trl", "transformers", "peft", "accelerate"):
+        key.update(f"{package}=={metadata.version(package)}".encode())
+    modules = {__name__, *(target.partition(":")[0] for target in STEPS[name].dataclasses)}
+    for module in sorted(m for m in modules if m.startswith("alignment.")):
+        key.update(Path(util.find_spec(module).origin).read_bytes())
+    path = cache_dir() / "help" / f"{name}-{key.hexdigest()[:16]}.txt"
+    if path.is_file():
+        return path.read_text()
+    text = help_text(name)
+    try:  # best effort: without a writable cache the help is the same, only slower
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return text
+
+
 def accelerate_launch(name: str, argv: list[str], launch_args: list[str] = ()) -> None:
     """Run step ``name`` under `accelerate launch [launch_args] --module alignment.<step> argv`; a
     `--accelerate_config NAME|PATH` in either list becomes `--config_file <resolved path>`."""
@@ -112,7 +147,7 @@ def run_step(name: str, argv: list[str] | None = None) -> int | None:
     if "--accelerate_config" in argv:
         return accelerate_launch(name, argv)
     if step.dataclasses and ("-h" in argv or "--help" in argv):
-        print(help_text(name))
+        print(cached_help_text(name))
         return None
     result = _load(step.main)(argv)
     return result if isinstance(result, int) else None

@@ -52,7 +52,8 @@ def test_recipe_by_packaged_name_from_any_directory(tmp_path, monkeypatch):
 
 
 def test_unknown_name_lists_close_names():
-    with pytest.raises(FileNotFoundError, match=r"`--config tiny/dpoo` is neither a file nor a packaged name.*tiny/dpo"):
+    with pytest.raises(FileNotFoundError, match=r"`--config tiny/dpoo` is neither a file nor a packaged name.*"
+                                                r"Close names: tiny/dpo"):
         resolve_recipe("tiny/dpoo")
     with pytest.raises(FileNotFoundError, match=r"`--accelerate_config zero4`.*zero3"):
         resolve_accelerate_config("zero4")
@@ -119,13 +120,20 @@ def test_accelerate_config_by_name_relaunches_the_step_module(monkeypatch):
     assert sft.training_script == "alignment.sft" and sft.training_script_args == ["--config", "tiny/sft"]
 
 
-def test_help_lists_config_and_the_recipe_fields_without_loading_trainers():
-    code = ("import sys; from alignment.console import run_step; run_step('dpo', ['--help']); "
-            "print('LOADED', [m for m in ('alignment.cli', 'alignment.trainers', 'datasets') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True).stdout
-    assert "--config RECIPE" in out and "--accelerate_config" in out
-    assert "--loss_type" in out and "--model_name_or_path" in out and "--task_domains" in out
-    assert "LOADED []" in out
+def test_help_lists_config_and_the_recipe_fields_without_loading_trainers(tmp_path):
+    """The first `--help` imports the dataclasses only (not the trainers, not datasets); the next one prints the cached
+    text without importing torch or transformers at all."""
+    heavy = ("alignment.cli", "alignment.trainers", "datasets", "transformers", "torch")
+    code = (f"import sys; from alignment.console import run_step; run_step('dpo', ['--help']); "
+            f"print('LOADED', [m for m in {heavy} if m in sys.modules])")
+    env = dict(os.environ, ALIGNMENT_CACHE=str(tmp_path), COLUMNS="100")
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                                    check=True, env=env).stdout for _ in range(2))
+    assert "--config RECIPE" in first and "--accelerate_config" in first
+    assert "--loss_type" in first and "--model_name_or_path" in first and "--task_domains" in first
+    assert "LOADED ['transformers', 'torch']" in first
+    assert second.replace("LOADED []", "") == first.replace("LOADED ['transformers', 'torch']", "")
+    assert len(list((tmp_path / "help").glob("dpo-*.txt"))) == 1
 
 
 class _Parsed(Exception):
@@ -155,7 +163,8 @@ def test_untested_version_warns_with_the_tested_one_and_the_constraints_file(mon
     monkeypatch.setattr(versions.metadata, "version", fake.__getitem__)
     versions.check_versions.cache_clear()
     try:
-        with pytest.warns(versions.UntestedVersionWarning, match=r"trl 1\.17\.0 \(tested: 1\.16\.0\).*constraints\.txt"):
+        expected = r"trl 1\.17\.0 \(tested: 1\.16\.0\).*pip install -c .*constraints\.txt"
+        with pytest.warns(versions.UntestedVersionWarning, match=expected):
             assert versions.check_versions() == {"trl": ("1.17.0", "1.16.0")}  # a local label (+cu130) is tested
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -195,24 +204,27 @@ def test_wheel_outside_the_repo_runs_a_packaged_recipe_by_name(tiny_model_dir, t
     def run(*cmd, cwd=tmp_path):
         proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-        return proc.stdout
+        return proc
 
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", src)
+    built = run(sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w",
+                tmp_path / "dist", src)
+    # setuptools' "Package 'alignment.data.snapshot' is absent from the `packages` configuration ... would be ignored"
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("alignment_toolkit-*.whl")
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
     python = venv / "bin" / "python"
     run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel)
-    purelib = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
+    purelib = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
     # Dependencies from this environment, after the venv's own site-packages: `alignment` comes from the wheel.
     # Paths in a .pth file are not scanned for .pth files, so this environment's editable install stays inactive.
     (purelib / "test_env_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    imported = run(python, "-c", "import alignment; print(alignment.__file__)", cwd=work).strip()
+    imported = run(python, "-c", "import alignment; print(alignment.__file__)", cwd=work).stdout.strip()
     assert Path(imported).is_relative_to(purelib), imported
-    listed = run(venv / "bin" / "alignment", "list", cwd=work)
+    listed = run(venv / "bin" / "alignment", "list", cwd=work).stdout
     assert "tiny/dpo" in listed and "zero3" in listed and str(purelib) in listed
 
     run(venv / "bin" / "alignment-dpo", "--config", "tiny/dpo", "--model_name_or_path", tiny_model_dir,
@@ -226,6 +238,6 @@ def test_wheel_outside_the_repo_runs_a_packaged_recipe_by_name(tiny_model_dir, t
         port = free.getsockname()[1]
     log = run(python, "-m", "alignment", "launch", "--accelerate_config", "cpu_2proc", "--num_processes", "1",
               "--main_process_port", port, "sft", "--config", "tiny/sft", "--model_name_or_path", tiny_model_dir,
-              "--output_dir", "sft", "--max_steps", "1", "--eval_after_training", "false", cwd=work)
+              "--output_dir", "sft", "--max_steps", "1", "--eval_after_training", "false", cwd=work).stdout
     assert "[alignment] rank 0 of world size 1" in log
     assert (work / "sft" / "model.safetensors").is_file()
