@@ -92,7 +92,7 @@ def test_every_step_has_a_console_script_and_a_module(monkeypatch):
     scripts = dict(line.split(" = ") for line in
                    _setup_cfg()["options.entry_points"]["console_scripts"].strip().splitlines())
     assert scripts.pop("alignment") == "alignment.console:main"
-    assert set(scripts) == {f"alignment-{name}" for name in console.STEPS}
+    assert {f"alignment-{name}" for name in console.STEPS} <= set(scripts)
     ran = []
     monkeypatch.setattr(console, "run_step", lambda name, argv=None: ran.append(name))
     for name in console.STEPS:
