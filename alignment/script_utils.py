@@ -23,7 +23,7 @@ def setup_logging(training_args) -> None:
 
 
 def parse_recipe(dataclass_types, argv: list[str] | None = None):
-    """Parse `--config recipe.yaml` plus CLI overrides with TRL's parser.
+    """Parse `--config recipe.yaml` (a path or a packaged recipe name) plus CLI overrides with TRL's parser.
 
     Precision follows the device unless the recipe says otherwise: TRL defaults to `bf16=True`, which fails or runs
     ~100x slower on a CPU without bf16 units, so on CPU the default becomes fp32; TRL's default gradient
@@ -33,7 +33,10 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     """
     from trl import TrlParser
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from .packaged import with_resolved_config
+
+    # `--config smollm2-135m/dpo` names a packaged recipe when no such file exists (see `alignment.packaged`)
+    argv = with_resolved_config(sys.argv[1:] if argv is None else argv)
     parser = TrlParser(dataclass_types)
     if not torch.cuda.is_available():
         parser.set_defaults(bf16=False, fp16=False, gradient_checkpointing=False)

@@ -9,7 +9,9 @@ r(prompt+rejected), `reward_chosen`, `reward_rejected`) and `annotation.json` (p
 loads it with `dataset_name: <output_dir>`. `python scripts/annotate_margins.py --help` lists every option.
 """
 
-from alignment.reward_cli import main
+import sys
+
+from alignment.console import run_step
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_step("annotate-margins"))

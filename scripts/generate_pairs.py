@@ -3,7 +3,9 @@
     python scripts/generate_pairs.py --config recipes/smollm2-135m/generate-pairs.yaml [--num_samples 8 ...]
 """
 
-from alignment.generate_cli import generate_main
+import sys
+
+from alignment.console import run_step
 
 if __name__ == "__main__":
-    generate_main()
+    sys.exit(run_step("generate"))

@@ -3,7 +3,9 @@
     python scripts/iterate.py --config recipes/smollm2-135m/iterative-dpo.yaml [--rounds 3 ...]
 """
 
-from alignment.iterate_cli import iterate_main
+import sys
+
+from alignment.console import run_step
 
 if __name__ == "__main__":
-    iterate_main()
+    sys.exit(run_step("iterate"))

@@ -2,50 +2,16 @@
 
     python scripts/prepare_model.py [--model smollm2-135m-instruct] [--force] [--cache DIR]
 
-Prints the checkpoint directory, which any `from_pretrained` (or `--model_name_or_path`) accepts.
+Prints the checkpoint directory, which any `from_pretrained` (or `--model_name_or_path`) accepts. The same as
+`alignment-prepare-model` / `python -m alignment.prepare_model` (alignment/prepare_model.py).
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from alignment.models import (  # noqa: E402
-    DEFAULT_EMBEDDED_MODEL,
-    EMBEDDED_MODELS,
-    EmbeddedModelNotFoundError,
-    prepare_embedded_model,
-)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_EMBEDDED_MODEL,
-        choices=sorted(EMBEDDED_MODELS),
-        help="embedded model alias (default %(default)s); "
-        + "; ".join(f"{k}: {v.description}" for k, v in EMBEDDED_MODELS.items()),
-    )
-    parser.add_argument("--force", action="store_true", help="rebuild even if a valid cached checkpoint exists")
-    parser.add_argument("--cache", default=None, help="cache root (default: $ALIGNMENT_CACHE or ~/.cache/alignment)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        path = prepare_embedded_model(args.model, cache=args.cache, force=args.force)
-    except EmbeddedModelNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
-
+from alignment.console import prepare_model  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(prepare_model())

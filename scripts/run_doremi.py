@@ -6,7 +6,9 @@
 Arguments the script does not know (e.g. `--model_name_or_path`, `--learning_rate`) go to both training runs.
 """
 
-from alignment.doremi import run_doremi
+import sys
+
+from alignment.console import run_step
 
 if __name__ == "__main__":
-    run_doremi()
+    sys.exit(run_step("doremi"))

@@ -4,7 +4,9 @@
     accelerate launch --config_file accelerate_configs/ddp.yaml scripts/run_dpo.py --config ...
 """
 
-from alignment.cli import dpo_main
+import sys
+
+from alignment.console import run_step
 
 if __name__ == "__main__":
-    dpo_main()
+    sys.exit(run_step("dpo"))

@@ -4,7 +4,9 @@
     accelerate launch --config_file accelerate_configs/cpu_2proc.yaml scripts/run_grpo.py --config ...
 """
 
-from alignment.cli import grpo_main
+import sys
+
+from alignment.console import run_step
 
 if __name__ == "__main__":
-    grpo_main()
+    sys.exit(run_step("grpo"))

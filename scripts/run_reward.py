@@ -6,7 +6,9 @@
 Then score the pairs with `scripts/annotate_margins.py` and train `loss_type: madpo` on them.
 """
 
-from alignment.reward_cli import reward_main
+import sys
+
+from alignment.console import run_step
 
 if __name__ == "__main__":
-    reward_main()
+    sys.exit(run_step("reward"))

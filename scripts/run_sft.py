@@ -3,7 +3,9 @@
     python scripts/run_sft.py --config recipes/smollm2-135m/sft.yaml
 """
 
-from alignment.cli import sft_main
+import sys
+
+from alignment.console import run_step
 
 if __name__ == "__main__":
-    sft_main()
+    sys.exit(run_step("sft"))
