@@ -1,5 +1,5 @@
 """Console-script entry points (`alignment-dpo`, `alignment-sft`, `alignment-grpo`, `alignment-reward`,
-`alignment-doremi`, `alignment-generate`, `alignment-iterate`).
+`alignment-doremi`, `alignment-generate`, `alignment-iterate`, `alignment-plot`).
 
 pip's generated wrapper runs ``sys.exit(entry())``; the mains return what they trained (trainer, results) for callers
 in Python, and ``sys.exit`` of such a value prints it and exits with status 1. These entries return None (status 0);
@@ -49,3 +49,9 @@ def iterate() -> None:
     from .iterate_cli import iterate_main
 
     iterate_main()
+
+
+def plot() -> None:
+    from .plots import plot_main
+
+    plot_main()

@@ -68,12 +68,14 @@ def start_run(dataclass_types, argv: list[str] | None = None):
     from transformers import set_seed
 
     from .hub import validate_hub_model_id
+    from .plots import drop_missing_reporters
 
     *parsed, recipe = parse_recipe(dataclass_types, argv)
     training_args = next(p for p in parsed if hasattr(p, "get_process_log_level"))
     validate_hub_model_id(hub_model_id=training_args.hub_model_id, push_to_hub=training_args.push_to_hub,
                           output_dir=training_args.output_dir)
     setup_logging(training_args)
+    drop_missing_reporters(training_args)  # `report_to: tensorboard` when it is installed
     set_seed(training_args.seed)
     state = PartialState()
     # One line per rank, so a launch that silently started fewer processes than asked is visible in the log.
@@ -208,6 +210,8 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
         trainer.end()
         raise SystemExit(PREEMPTED_EXIT_CODE)
     trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():  # the loss history, even with `save_strategy: no` (for `alignment.plots`)
+        trainer.state.save_to_json(os.path.join(training_args.output_dir, "trainer_state.json"))
     return trainer, push_to_hub, hub_token
 
 
@@ -317,7 +321,9 @@ def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict,
             card_metrics.update({f"{reward}{suffix}/{d}": v for d, v in means.items() if v is not None})
     card_metrics.update({k: v for k, v in results.get("preference", {}).items() if isinstance(v, (int, float))})
     from .adapters import MERGED_SUBDIR, is_adapter_dir
+    from .plots import plot_run
 
+    plot_run(output_dir, copies_to=(merged_dir,))  # before the cards, which show output_dir/plots; never raises
     model_name = (hub_model_id or Path(output_dir).name).split("/")[-1]
     write_model_card(output_dir, model_name=model_name, base_model=base_model, method=method, recipe=recipe,
                      metrics=card_metrics, datasets=datasets, adapter=is_adapter_dir(output_dir))
