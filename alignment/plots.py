@@ -7,11 +7,13 @@ After every run (`finalize_run`, through `plot_run`) and for any past run (`alig
   r = beta * log(pi/pi_ref) of chosen/rejected, their margin and the preference accuracy (margin > 0); the rewards of
   group RL (mean and std over the batch, each reward's mean); a reward model's batch accuracy and margin; KL and
   entropy; the gradient norm; the learning rate; online domain weights (`domain_weight/<domain>`) and per-domain
-  losses; reward weights (`reward_weight/<reward>`). Metrics of evaluations during training (`eval_<name>`) are drawn
-  in their training metric's panel, dashed with markers;
+  losses; reward weights (`reward_weight/<reward>`) and the signals that move them. Metrics of evaluations during
+  training (`eval_<name>`) are drawn in their training metric's panel, dashed with markers;
 - `evaluation.png`: the held-out evaluation per domain, before and after training, one bar group per domain and one
   row per reward (`results[when]["rewards"][reward][domain]`, or the older `results[when]["accuracy"]`), and a reward
-  model's held-out pairwise accuracy (`results["reward"]["pairwise_accuracy"]`).
+  model's held-out pairwise accuracy (`results["reward"]["pairwise_accuracy"]`);
+- `iterations.png` of an iterative run (`alignment-iterate`): held-out score per domain round after round, and the
+  pass rate / mean score of the answers each round sampled (`plot_iterations`).
 
 Figures are built on `matplotlib.figure.Figure` (no pyplot, no display, no global state; PNGs go through Agg). The
 data behind each picture comes from pure functions (`training_series`, `evaluation_bars`) so tests compare what is
@@ -55,6 +57,9 @@ PANELS: tuple[tuple[str, str, str], ...] = (
     ("learning_rate", "Learning rate", r"learning_rate"),
     ("domain_weights", "Domain weights", r"domain_weight/.+"),
     ("domain_losses", "Per-domain loss", r"domain_loss/.+"),
+    # the hypervolume rule logs its meta-reward and contribution under `reward_weight/` too: not weights, own panel
+    ("reward_weighting", "Reward weighting signals (influence, hypervolume)",
+     r"reward_influence/.+|reward_weight/(meta_reward|hv_contribution)"),
     ("reward_weights", "Reward weights", r"reward_weight/.+"),
 )
 
@@ -178,8 +183,8 @@ def read_run(output_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
     from .resume import checkpoints_newest_first
 
     output_dir = Path(output_dir)
-    candidates = [output_dir / TRAINER_STATE_NAME] + [c / TRAINER_STATE_NAME for c in checkpoints_newest_first(output_dir)]
-    state_file = next((path for path in candidates if path.is_file()), None)
+    candidates = [output_dir, *checkpoints_newest_first(output_dir)]
+    state_file = next((d / TRAINER_STATE_NAME for d in candidates if (d / TRAINER_STATE_NAME).is_file()), None)
     log_history = json.loads(state_file.read_text()).get("log_history", []) if state_file else []
     eval_file = output_dir / EVAL_RESULTS_NAME
     results = json.loads(eval_file.read_text()) if eval_file.is_file() else {}
@@ -238,6 +243,58 @@ def plot_run(output_dir: str | Path, *, copies_to: tuple[str | Path | None, ...]
         return []
     print(f"Plots written to {Path(output_dir) / PLOTS_SUBDIR}: {', '.join(p.name for p in written)}")
     return written
+
+
+def iteration_series(records: list[dict[str, Any]]) -> dict[str, Series]:
+    """``{row title: {label: (rounds, values)}}`` from `iterations.json` (`alignment.iterate_cli`).
+
+    Held-out score per domain after each round, with round 0 the starting model (round 1's `accuracy_before`, when
+    measured); the pass rate and mean score of the answers each round sampled to build its pairs.
+    """
+    rows: dict[str, Series] = {"Held-out score per domain (round 0: the start model)": {},
+                               "Pass rate of the sampled answers": {}, "Mean score of the sampled answers": {}}
+    held_out, pass_rate, mean_score = rows.values()
+    points = [(0, records[0].get("accuracy_before"))] if records else []
+    points += [(record["round"], record.get("accuracy_after")) for record in records]
+    for r, means in points:
+        for domain in _domain_order(set(means or {})):
+            if (value := _number(means[domain])) is not None:
+                rounds, values = held_out.setdefault(domain, ([], []))
+                rounds.append(r)
+                values.append(value)
+    for record in records:
+        for row, key in ((pass_rate, "pass_rate"), (mean_score, "mean_score")):
+            if (value := _number(record.get(key))) is not None:
+                rounds, values = row.setdefault(key, ([], []))
+                rounds.append(record["round"])
+                values.append(value)
+    return {title: series for title, series in rows.items() if series}
+
+
+def plot_iterations(output_dir: str | Path, records: list[dict[str, Any]]) -> Path | None:
+    """`output_dir/plots/iterations.png` of an iterative run, never raising (a failure is logged)."""
+    try:
+        from matplotlib.figure import Figure
+
+        rows = iteration_series(records)
+        if not rows:
+            return None
+        figure = Figure(figsize=(7, 2.6 * len(rows) + 0.4), layout="constrained")
+        for axes, (title, series) in zip(figure.subplots(len(rows), 1, squeeze=False)[:, 0], rows.items()):
+            for label, (rounds, values) in series.items():
+                axes.plot(rounds, values, marker="o", label=label)
+            axes.set_title(title)
+            axes.set_xticks(sorted({r for rounds, _ in series.values() for r in rounds}))
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize="small")
+        axes.set_xlabel("round")
+        path = Path(output_dir) / PLOTS_SUBDIR / "iterations.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+        return path
+    except Exception:  # pictures are not worth a lost round
+        logger.exception("Drawing %s/%s/iterations.png failed; the run goes on.", output_dir, PLOTS_SUBDIR)
+        return None
 
 
 def drop_missing_reporters(training_args) -> None:

@@ -52,7 +52,9 @@ def test_training_series_and_evaluation_bars_from_logs():
          "reward_weight/accuracy_reward": 0.5, "rewards/accuracy_reward/mean": 0.25, "reward": 0.25, "kl": 0.0,
          "num_tokens": 100.0, "step": 1},
         {"loss": float("nan"), "grad_norm": 1.0, "learning_rate": "0.001", "domain_weight/math": 0.7,
-         "domain_weight/code": 0.3, "reward_weight/accuracy_reward": 0.6, "kl": 0.1, "step": 2},
+         "domain_weight/code": 0.3, "reward_weight/accuracy_reward": 0.6, "kl": 0.1, "step": 2,
+         "reward_weight/meta_reward": 1.0, "reward_weight/hv_contribution": 0.2,
+         "reward_influence/accuracy_reward": 3.0},
         {"eval_loss": 0.65, "eval_rewards/margins": 0.2, "step": 2},
         {"train_loss": 0.69, "train_runtime": 1.0, "step": 2},
         {"loss": 0.5},  # no step: not placeable on the x axis
@@ -64,6 +66,9 @@ def test_training_series_and_evaluation_bars_from_logs():
     assert series["domain_weights"] == {"domain_weight/math": ([1, 2], [0.6, 0.7]),
                                         "domain_weight/code": ([1, 2], [0.4, 0.3])}
     assert series["reward_weights"] == {"reward_weight/accuracy_reward": ([1, 2], [0.5, 0.6])}
+    assert series["reward_weighting"] == {"reward_weight/meta_reward": ([2], [1.0]),
+                                          "reward_weight/hv_contribution": ([2], [0.2]),
+                                          "reward_influence/accuracy_reward": ([2], [3.0])}
     assert series["rewards"] == {"rewards/accuracy_reward/mean": ([1], [0.25]), "reward": ([1], [0.25])}
     assert series["kl_entropy"] == {"kl": ([1, 2], [0.0, 0.1])}
     assert series["preference_rewards"] == {"eval_rewards/margins": ([2], [0.2])}
@@ -217,6 +222,25 @@ def test_a_merged_model_gets_the_same_plots(dpo_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(out, run, ignore=shutil.ignore_patterns("plots", "*.safetensors"))
     written = plots.plot_run(run, copies_to=(None, tmp_path / "merged"))
-    assert written and sorted(p.name for p in (tmp_path / "merged" / "plots").iterdir()) == sorted(p.name for p in written)
+    copied = sorted(p.name for p in (tmp_path / "merged" / "plots").iterdir())
+    assert written and copied == sorted(p.name for p in written)
     for path in written:
         assert (tmp_path / "merged" / "plots" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_iterations_plot_follows_the_rounds(tmp_path):
+    records = [
+        {"round": 1, "pass_rate": 0.25, "mean_score": -3.0, "accuracy_before": {"add": 0.0, "all": 0.0},
+         "accuracy_after": {"add": 0.5, "all": 0.5}},
+        {"round": 2, "pass_rate": 0.5, "mean_score": None, "accuracy_before": None,
+         "accuracy_after": {"add": 0.75, "all": None}},
+    ]
+    rows = plots.iteration_series(records)
+    held_out, pass_rate, mean_score = rows.values()
+    assert held_out == {"add": ([0, 1, 2], [0.0, 0.5, 0.75]), "all": ([0, 1], [0.0, 0.5])}
+    assert pass_rate == {"pass_rate": ([1, 2], [0.25, 0.5])}
+    assert mean_score == {"mean_score": ([1], [-3.0])}
+    path = plots.plot_iterations(tmp_path, records)
+    assert path == tmp_path / "plots" / "iterations.png"
+    assert_valid_png(path)
+    assert plots.plot_iterations(tmp_path / "none", []) is None and not (tmp_path / "none").exists()
