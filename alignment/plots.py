@@ -42,6 +42,7 @@ PLOTS_SUBDIR = "plots"
 TRAINER_STATE_NAME = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME, without importing the Trainer
 EVAL_RESULTS_NAME = "eval_results.json"
 EVAL_PREFIX = "eval_"
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")  # transformers' PREFIX_CHECKPOINT_DIR-<global step>
 
 # (file stem, title, metric names as a full regex). A metric (without its `eval_` prefix) is drawn in the first panel
 # whose pattern matches it; metrics matching none (throughput, token counts, clip ratios, ...) are not drawn.
@@ -180,10 +181,10 @@ def read_run(output_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
     The log history is `output_dir/trainer_state.json` (written at the end of every run), else that of the newest
     checkpoint (runs saved before that file was written); missing files give empty values.
     """
-    from .resume import checkpoints_newest_first
-
     output_dir = Path(output_dir)
-    candidates = [output_dir, *checkpoints_newest_first(output_dir)]
+    # Not `alignment.resume.checkpoints_newest_first`: it imports the trainers (10 s), and `alignment-plot` should not.
+    steps = {d: int(m.group(1)) for d in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_NAME.fullmatch(d.name))}
+    candidates = [output_dir, *sorted(steps, key=steps.get, reverse=True)]
     state_file = next((d / TRAINER_STATE_NAME for d in candidates if (d / TRAINER_STATE_NAME).is_file()), None)
     log_history = json.loads(state_file.read_text()).get("log_history", []) if state_file else []
     eval_file = output_dir / EVAL_RESULTS_NAME
