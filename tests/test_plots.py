@@ -163,6 +163,14 @@ def test_alignment_plot_redraws_a_past_run(dpo_run, tmp_path, monkeypatch, capsy
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_valid_png(past / "plots" / "evaluation.png")
 
+    # Fast: drawing a past run imports neither torch nor the trainers (TRL alone takes ~10 s to import).
+    code = ("import sys; from alignment.plots import plot_main; plot_main(sys.argv[1:]); "
+            "print(sorted({'torch', 'trl', 'transformers'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code, str(older)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
 
 def test_a_plotting_failure_does_not_fail_the_run(tiny_model_dir, tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
