@@ -299,7 +299,7 @@ def plot_iterations(output_dir: str | Path, records: list[dict[str, Any]]) -> Pa
 
 
 def drop_missing_reporters(training_args) -> None:
-    """Keep `report_to: tensorboard` only when TensorBoard is installed (the `tensorboard` extra), saying so once.
+    """Keep `report_to: tensorboard` only when TensorBoard is installed (the `tensorboard` extra), else warn once.
 
     Recipes ask for TensorBoard; without it, transformers' `TensorBoardCallback` raises at Trainer init. The loss
     history is kept either way (`trainer_state.json`, `plots/`).
@@ -314,9 +314,10 @@ def drop_missing_reporters(training_args) -> None:
                     f"$TENSORBOARD_LOGGING_DIR or {training_args.output_dir}/runs/")
         return
     training_args.report_to = [name for name in report_to if name != "tensorboard"]
-    logger.info("report_to: tensorboard, but TensorBoard is not installed (`pip install "
-                "'alignment-toolkit[tensorboard]'`): not logging to it. Curves are kept in trainer_state.json and "
-                "drawn in %s/%s/.", training_args.output_dir, PLOTS_SUBDIR)
+    say = logger.warning if training_args.should_log else logger.debug  # once, not once per rank
+    say("report_to: tensorboard, but TensorBoard is not installed (`pip install 'alignment-toolkit[tensorboard]'`): "
+        "not logging to it. Curves are kept in trainer_state.json and drawn in %s/%s/.", training_args.output_dir,
+        PLOTS_SUBDIR)
 
 
 def plot_main(argv: list[str] | None = None) -> list[Path]:

@@ -68,14 +68,12 @@ def start_run(dataclass_types, argv: list[str] | None = None):
     from transformers import set_seed
 
     from .hub import validate_hub_model_id
-    from .plots import drop_missing_reporters
 
     *parsed, recipe = parse_recipe(dataclass_types, argv)
     training_args = next(p for p in parsed if hasattr(p, "get_process_log_level"))
     validate_hub_model_id(hub_model_id=training_args.hub_model_id, push_to_hub=training_args.push_to_hub,
                           output_dir=training_args.output_dir)
     setup_logging(training_args)
-    drop_missing_reporters(training_args)  # `report_to: tensorboard` when it is installed
     set_seed(training_args.seed)
     state = PartialState()
     # One line per rank, so a launch that silently started fewer processes than asked is visible in the log.
@@ -186,12 +184,14 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     """
     from trl import get_peft_config
 
+    from .plots import drop_missing_reporters
     from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
     from .redaction import detach_hub_token
     from .trainers.finite_guard import NonFiniteGuard
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     hub_token = detach_hub_token(training_args)
+    drop_missing_reporters(training_args)  # `report_to: tensorboard` only where it is installed
     trainer = trainer_cls(
         model=model,
         args=training_args,

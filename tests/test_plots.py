@@ -173,15 +173,23 @@ def test_alignment_plot_redraws_a_past_run(dpo_run, tmp_path, monkeypatch, capsy
 
 
 def test_a_plotting_failure_does_not_fail_the_run(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    """Nor does `report_to: tensorboard` without TensorBoard (transformers' callback would raise at Trainer init)."""
+    import transformers.integrations
+    import transformers.integrations.integration_utils
+
     def broken(*args, **kwargs):
         raise RuntimeError("the plotting backend broke")
 
     monkeypatch.setattr(plots, "curve_figure", broken)
+    for module in (transformers.integrations, transformers.integrations.integration_utils):
+        monkeypatch.setattr(module, "is_tensorboard_available", lambda: False)
     out = tmp_path / "grpo"
     with caplog.at_level(logging.INFO, logger="alignment"):
         trainer, results = cli.grpo_main(["--config", str(ROOT / "recipes/tiny/grpo.yaml"), "--model_name_or_path",
-                                          tiny_model_dir, "--output_dir", str(out), "--max_steps", "2"])
-    assert trainer.state.global_step == 2
+                                          tiny_model_dir, "--output_dir", str(out), "--max_steps", "2",
+                                          "--report_to", "tensorboard"])
+    assert trainer.state.global_step == 2 and trainer.args.report_to == []
+    assert any("TensorBoard is not installed" in r.getMessage() for r in caplog.records)
     assert (out / "eval_results.json").is_file() and (out / "README.md").is_file()  # results and card kept
     assert (out / "trainer_state.json").is_file()
     failures = [r for r in caplog.records if "Drawing the plots of" in r.getMessage()]
