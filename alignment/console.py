@@ -1,5 +1,5 @@
 """Console scripts (`alignment-dpo`, `-sft`, `-grpo`, `-reward`, `-doremi`, `-generate`, `-iterate`,
-`-annotate-margins`, `-prepare-model`), the `alignment <step>` / `alignment launch` / `alignment list` command, and
+`-annotate-margins`, `-prepare-model`, `-plot`), the `alignment <step>` / `alignment launch` / `alignment list` command, and
 `python -m alignment.<step>`: one table of steps, one way to run each.
 
 Every step:
@@ -227,3 +227,10 @@ def annotate_margins() -> int | None:
 
 def prepare_model() -> int | None:
     return run_step("prepare-model")
+
+
+def plot() -> None:
+    """`alignment-plot OUTPUT_DIR`: redraw a past run's pictures (its own argparse; no recipe, no trainers)."""
+    from .plots import plot_main
+
+    plot_main()

@@ -92,6 +92,7 @@ def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every round; returns the records written to `iterations.json`."""
     from .cli import dpo_main
     from .generate_cli import generate_main
+    from .plots import plot_iterations
     from .script_utils import parse_recipe
 
     args, *_ = parse_recipe((IterativeArguments,), argv)
@@ -133,5 +134,6 @@ def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "accuracy_after": results.get("after", {}).get("accuracy"),
         })
         (out / "iterations.json").write_text(json.dumps(records, indent=2) + "\n")
+        plot_iterations(out, records)  # plots/iterations.png, round after round; never raises
         previous = str(model_dir)
     return records

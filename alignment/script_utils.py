@@ -191,12 +191,14 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     """
     from trl import get_peft_config
 
+    from .plots import drop_missing_reporters
     from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
     from .redaction import detach_hub_token
     from .trainers.finite_guard import NonFiniteGuard
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     hub_token = detach_hub_token(training_args)
+    drop_missing_reporters(training_args)  # `report_to: tensorboard` only where it is installed
     trainer = trainer_cls(
         model=model,
         args=training_args,
@@ -215,6 +217,8 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
         trainer.end()
         raise SystemExit(PREEMPTED_EXIT_CODE)
     trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():  # the loss history, even with `save_strategy: no` (for `alignment.plots`)
+        trainer.state.save_to_json(os.path.join(training_args.output_dir, "trainer_state.json"))
     return trainer, push_to_hub, hub_token
 
 
@@ -318,7 +322,9 @@ def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict,
     save_recipe(output_dir, recipe)
 
     from .adapters import MERGED_SUBDIR, is_adapter_dir
+    from .plots import plot_run
 
+    plot_run(output_dir)  # before the cards, which show output_dir/plots; never raises
     # The full repo id, so that the card's loading snippet names a repo that exists.
     card = dict(model_name=hub_model_id or Path(output_dir).name, base_model=base_model, method=method, recipe=recipe,
                 results=results, datasets=datasets, license=license)

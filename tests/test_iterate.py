@@ -46,6 +46,7 @@ def test_two_rounds_each_sample_from_the_model_before_and_resume_redoes_nothing(
         assert r["pairs"] > 0 and r["accuracy_after"]["all"] is not None  # trained and evaluated on held-out prompts
     assert records[0]["accuracy_before"] is not None  # M_0's score, measured once
     assert json.loads((out / "iterations.json").read_text()) == records
+    assert (out / "plots" / "iterations.png").is_file()  # the rounds as a picture (`alignment.plots`)
 
     # Interrupted after round 1: round 2's model is gone. The resume neither samples nor trains round 1 again.
     generated = (out / "round-1" / "pairs" / "train.jsonl").stat().st_mtime_ns
