@@ -114,6 +114,10 @@ def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             (round_dir / "generate.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
             generate_main(["--config", str(round_dir / "generate.yaml")])
         generation = json.loads((pairs_dir / "generation.json").read_text())
+        if not generation["pairs"]:  # a resumed run finds the record of a sampling that gave no pair
+            raise RuntimeError(f"round {r}: {pairs_dir} holds no pairs (every prompt's answers scored the same). "
+                               "Change the `generate` section (num_samples, temperature, reward) and delete that "
+                               "folder to sample again.")
         init = previous if args.init_from == "previous" else args.model_name_or_path
         if _finished(model_dir):
             logger.warning("round %d: %s already trained and evaluated, skipped", r, model_dir)

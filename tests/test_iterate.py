@@ -69,3 +69,14 @@ def test_base_init_trains_every_round_from_the_start_model(tiny_model_dir, tmp_p
 def test_paths_the_driver_owns_are_refused_in_the_sections(section, key):
     with pytest.raises(ValueError, match=f"`{section}` sets \\['{key}'\\]"):
         IterativeArguments(**{section: {key: "x"}})
+
+
+def test_a_resumed_round_whose_sampling_gave_no_pair_says_so(tiny_model_dir, tmp_path):
+    # generate_pairs records its counts, then fails, when every answer scored the same; a resume must not train on
+    # the empty pairs file but say what to change.
+    pairs = tmp_path / "iter" / "round-1" / "pairs"
+    pairs.mkdir(parents=True)
+    (pairs / "generation.json").write_text(json.dumps({"pairs": 0, "prompts": 8, "prompts_without_pair": 8}))
+    (pairs / "train.jsonl").write_text("")
+    with pytest.raises(RuntimeError, match="holds no pairs"):
+        iterate_main(["--config", str(_recipe(tmp_path, tiny_model_dir))])
