@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import stat
 import subprocess
@@ -51,6 +52,7 @@ from tests.test_distributed import (
 )
 
 MULTINODE_CONFIGS = ["ddp_multinode.yaml", "zero3_multinode.yaml"]
+SIGNAL_TIMEOUT_S = 120  # the launches with tests/scripts/wait_for_sigterm.py take 2-4 s
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def _wait_for_ranks_then_sigterm_every_process(proc: subprocess.Popen) -> str:
     lines: queue.Queue[str | None] = queue.Queue()
     # A thread reads, so that a launch that hangs silently fails at the deadline instead of blocking the read.
     threading.Thread(target=lambda: [*map(lines.put, proc.stdout), lines.put(None)], daemon=True).start()
-    seen, waiting, deadline = [], set(), time.monotonic() + TIMEOUT_S
+    seen, waiting, deadline = [], set(), time.monotonic() + SIGNAL_TIMEOUT_S
     try:
         while len(waiting) < 2:
             try:
@@ -142,14 +144,13 @@ def _wait_for_ranks_then_sigterm_every_process(proc: subprocess.Popen) -> str:
             if line is None:
                 pytest.fail("the launch ended before its ranks started:\n" + "".join(seen)[-4000:])
             seen.append(line)
-            if "waiting for SIGTERM" in line:
-                waiting.add(line.split()[1])
+            waiting = set(re.findall(r"rank (\d+) waiting for SIGTERM", "".join(seen)))
         # What Slurm does (`--signal`, `scancel --signal=TERM`): one SIGTERM to every process of the step, i.e.
         # the node's shell, the launcher and the ranks (which torchelastic starts in sessions of their own).
         for pid in [proc.pid, *_descendants(proc.pid)]:
             os.kill(pid, signal.SIGTERM)
-        proc.wait(timeout=TIMEOUT_S)
-        while (line := lines.get(timeout=TIMEOUT_S)) is not None:
+        proc.wait(timeout=SIGNAL_TIMEOUT_S)
+        while (line := lines.get(timeout=SIGNAL_TIMEOUT_S)) is not None:
             seen.append(line)
         return "".join(seen)
     finally:
@@ -175,19 +176,21 @@ def test_a_node_whose_ranks_were_preempted_exits_143_although_the_launcher_exits
 
 def test_a_node_whose_rank_crashed_keeps_the_failure(tmp_path):
     node = _launch_node(tmp_path, "--crash")
-    log = node.communicate(timeout=TIMEOUT_S)[0]
+    log = node.communicate(timeout=SIGNAL_TIMEOUT_S)[0]
     assert node.returncode == 1, log[-4000:]
 
 
 # --- scripts/slurm/launch.slurm without Slurm -------------------------------------------------------------------
 
 STAND_INS = {
-    # One task per node, as `srun --ntasks-per-node=1` starts them, each with its SLURM_NODEID; exits with the
-    # highest task status, as srun does.
+    # One task per node, as `srun --ntasks-per-node=1` starts them, each with its SLURM_NODEID (and TASK_PID, its
+    # pid, for the preempted launcher below); exits with the highest task status, as srun does.
     "srun": """#!/bin/bash
 while [[ $1 == --* ]]; do echo "$1" >> "$RECORD/srun.options"; shift; done
 pids=()
-for ((node = 0; node < SLURM_NNODES; node++)); do SLURM_NODEID=$node SLURM_PROCID=$node "$@" & pids+=($!); done
+for ((node = 0; node < SLURM_NNODES; node++)); do
+    SLURM_NODEID=$node SLURM_PROCID=$node bash -c 'export TASK_PID=$$; exec "$@"' task "$@" & pids+=($!)
+done
 status=0
 for pid in "${pids[@]}"; do wait "$pid"; s=$?; ((s > status)) && status=$s; done
 exit $status
@@ -199,12 +202,12 @@ case "$1 $2" in
     *) exit 1 ;;
 esac
 """,
-    # The node's launcher: records its arguments, then finishes, crashes, or is preempted (Slurm's SIGTERM reaches
-    # the node's shell too, and the launcher exits 1, as the real one does).
+    # The node's launcher: records its arguments, then finishes, crashes, or is preempted: Slurm's SIGTERM reaches
+    # the task (the node's shell) and the launcher, which exits 1 on it, as the real one does.
     "accelerate": """#!/bin/bash
 printf '%s\\n' "$@" > "$RECORD/node$SLURM_NODEID.args"
 case "$FAKE_OUTCOME" in
-    preempted) kill -TERM $PPID; sleep 0.3; exit 1 ;;
+    preempted) trap 'exit 1' TERM; kill -TERM "$TASK_PID" $$; sleep 5 >/dev/null 2>&1 & wait; exit 1 ;;
     crash) exit 1 ;;
     *) exit 0 ;;
 esac

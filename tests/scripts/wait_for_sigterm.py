@@ -14,5 +14,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signal.SIGTERM))
     if sys.argv[1:] == ["--crash"]:
         sys.exit(1)
-    print(f"rank {os.environ['RANK']} waiting for SIGTERM", flush=True)
+    # One write: print() writes the text and the newline apart, and the other rank's line can land in between.
+    sys.stdout.write(f"rank {os.environ['RANK']} waiting for SIGTERM\n")
+    sys.stdout.flush()
     time.sleep(600)
