@@ -78,6 +78,9 @@ def launch_machines(config: str, model_dir, output_dir: Path, machines: int = 2)
 
 @pytest.mark.parametrize("config", MULTINODE_CONFIGS)
 def test_the_multinode_configs_are_for_two_machines_meeting_at_the_main_process(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    load_config_from_file(str(CONFIGS / config))  # accelerate reads it (an unknown or misspelt key raises)
     settings = yaml.safe_load((CONFIGS / config).read_text())
     assert settings["num_machines"] == 2 and settings["num_processes"] % settings["num_machines"] == 0
     assert settings["rdzv_backend"] in {"static", "c10d"}
