@@ -20,7 +20,9 @@ Exit status: `PREEMPTED_EXIT_CODE` = 143 (128 + SIGTERM), what a process killed 
 already treats "terminated by SIGTERM" as preemption (Slurm, torchelastic, Kubernetes) reads it the same, while a
 wrapper can tell it from success (0: the run finished, its final model was written and pushed) and from a crash
 (1). A Slurm batch script requeues on it: ``srun python scripts/run_dpo.py ...; [ $? -eq 143 ] && scontrol requeue
-$SLURM_JOB_ID``, with ``resume_from_checkpoint: true`` in the recipe.
+$SLURM_JOB_ID``, with ``resume_from_checkpoint: true`` in the recipe. Under ``accelerate launch`` the ranks exit 143
+but the launcher exits 1 (torchelastic re-raises the signal as an error); scripts/slurm/launch_node.sh reports 143
+for a node that got the signal, and scripts/slurm/launch.slurm requeues on it.
 
 The step plus the save must fit in the grace period. Under ``accelerate launch`` (torchelastic's agent) the agent
 forwards SIGTERM to every rank and waits ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` seconds (default 30) before SIGKILL; raise
