@@ -65,6 +65,12 @@ class PairGenerationArguments:
         default=None, metadata={"help": "`pass_fail`: at most this many pairs per prompt."})
     chat_template: str | None = field(
         default=None, metadata={"help": "Chat template for a model that has none (`chatml` or a Jinja file)."})
+    use_vllm: bool = field(
+        default=False,
+        metadata={"help": "Sample with vLLM's offline engine instead of transformers' `generate` (needs `pip install "
+                  "vllm` and a CUDA GPU; refused before anything loads otherwise)."})
+    vllm_gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "With `use_vllm`: the share of GPU memory vLLM may take (its own setting)."})
 
     def __post_init__(self):
         from .pair_generation import STRATEGIES
@@ -78,6 +84,15 @@ class PairGenerationArguments:
             raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, got {self.strategy!r}.")
         if self.num_samples < 2:
             raise ValueError(f"`num_samples` must be at least 2 to form pairs, got {self.num_samples}.")
+        if self.use_vllm:
+            import torch
+            from trl.import_utils import is_vllm_available
+
+            if not (is_vllm_available() and torch.cuda.is_available()):
+                raise ValueError("`use_vllm: true` needs vLLM (`pip install vllm`) and a CUDA GPU; "
+                                 f"vLLM {'is' if is_vllm_available() else 'is not'} installed, CUDA "
+                                 f"{'is' if torch.cuda.is_available() else 'is not'} available. Set `use_vllm: "
+                                 "false` to sample with transformers' `generate`.")
 
 
 def _write_jsonl(path: Path, rows) -> None:
@@ -94,7 +109,7 @@ def generate_main(argv: list[str] | None = None) -> dict:
     from .data_layouts import normalize_layouts
     from .data_loading import load_recipe_datasets, scope_task_suite_fields, split_or_fail
     from .models import resolve_model_name_or_path
-    from .pair_generation import build_pairs, sample_completions, score_completions
+    from .pair_generation import build_pairs, sample_completions, sample_completions_vllm, score_completions
     from .script_utils import load_tokenizer, parse_recipe
     from .reward_sources import RewardModelReward, check_reward_sources, resolve_rewards
 
@@ -118,15 +133,20 @@ def generate_main(argv: list[str] | None = None) -> dict:
     path = resolve_model_name_or_path(args.model_name_or_path)
     tokenizer = load_tokenizer(path, chat_template=args.chat_template)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
     for reward in rewards:
         if isinstance(reward, RewardModelReward):
             reward.to(device)
     rows = list(prompts)
-    completions = sample_completions(model, tokenizer, [row["prompt"] for row in rows], num_samples=args.num_samples,
-                                     max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                                     batch_size=args.batch_size, seed=args.seed)
+    sampling = dict(num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_p=args.top_p, seed=args.seed)
+    if args.use_vllm:
+        completions = sample_completions_vllm(path, tokenizer, [row["prompt"] for row in rows], **sampling,
+                                              gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
+        completions = sample_completions(model, tokenizer, [row["prompt"] for row in rows], **sampling,
+                                         batch_size=args.batch_size)
     columns = {name: [row[name] for row in rows] for name in prompts.column_names if name != "prompt"}
     scores = score_completions(rewards, [row["prompt"] for row in rows], completions, columns, args.reward_weights,
                                tokenizer)

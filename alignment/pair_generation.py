@@ -59,6 +59,33 @@ def sample_completions(model, tokenizer, prompts: Sequence, *, num_samples: int,
     return completions
 
 
+def sample_completions_vllm(model_path: str, tokenizer, prompts: Sequence, *, num_samples: int,
+                            max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0,
+                            seed: int | None = None, gpu_memory_utilization: float = 0.9) -> list[list[str]]:
+    """`sample_completions` with vLLM's offline engine (``vllm.LLM``), for a GPU machine with vLLM installed.
+
+    The prompts are tokenized here, exactly as the `generate` path and TRL's trainers tokenize them (chat template for
+    conversational prompts, the tokenizer's special tokens for standard ones), and handed to vLLM as token ids, so
+    vLLM adds no second BOS. ``n = num_samples`` samples per prompt with one ``seed``. Not exercised by the test suite
+    (it runs on CPU without vLLM); `generate_pairs.py` refuses `use_vllm: true` before loading anything when vLLM or a
+    CUDA device is missing.
+    """
+    from vllm import LLM, SamplingParams
+
+    from .evaluation import prompt_texts
+
+    if num_samples < 2:
+        raise ValueError(f"`num_samples` must be at least 2 to form pairs, got {num_samples}.")
+    ids = [tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+           for prompt, text in zip(prompts, prompt_texts(tokenizer, list(prompts)))]
+    engine = LLM(model=model_path, tokenizer=model_path, seed=0 if seed is None else seed,
+                 gpu_memory_utilization=gpu_memory_utilization)
+    params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                            seed=seed, skip_special_tokens=True)
+    outputs = engine.generate([{"prompt_token_ids": prompt_ids} for prompt_ids in ids], params)
+    return [[sample.text for sample in output.outputs] for output in outputs]
+
+
 def score_completions(reward_funcs: Sequence[Callable], prompts: Sequence, completions: Sequence[Sequence[str]],
                       columns: dict[str, Sequence], weights: Sequence[float] | None = None,
                       tokenizer=None) -> list[list[float]]:

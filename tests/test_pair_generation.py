@@ -113,3 +113,12 @@ def test_generate_pairs_end_to_end_with_a_file_reward_then_dpo(tiny_model_dir, t
                                      "--max_steps", "1", "--save_strategy", "no"])
     assert trainer.state.global_step == 1
     assert results["after"]["count"]["all"] == 4  # the held-out prompts were answered, not trained on
+
+
+def test_vllm_sampling_is_refused_before_anything_loads_without_vllm_or_cuda():
+    from alignment.generate_cli import PairGenerationArguments
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine: the refusal depends on vLLM alone there")
+    with pytest.raises(ValueError, match=r"`use_vllm: true` needs vLLM .* CUDA is not available"):
+        PairGenerationArguments(dataset_name="task-suite", use_vllm=True)
