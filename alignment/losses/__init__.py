@@ -28,6 +28,7 @@ from .token_weights import (
 from . import beta_dpo, discopop, dpo, madpo, margin_losses, nll_regularized, npo, wpo  # noqa: E402,F401  isort: skip
 from . import sparsepo  # noqa: E402,F401  isort: skip
 from . import aft, bvpo, dmpo, irepo, rdpo, typo  # noqa: E402,F401  isort: skip
+from . import aot, apo, bco, exo, nca, sppo  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "LossState",
