@@ -33,6 +33,8 @@ LOSSES = [name for name in list_preference_losses() if not name.startswith("_tes
 SYNTHETIC_COLUMNS = {"margin": [0.5, -1.0, 3.0, 1.5, 8.0, -3.0], "empty_trace": [0, 1, 1, 0, 0, 1],
                      "preference_prob": [0.9, 0.6, 0.5, 0.75, 1.0, 0.3]}
 N_PAIRS = 6
+# Config fields a loss cannot train without: TRL's DPOTrainer refuses `exo_pair` with label_smoothing = 0 (log ε).
+REQUIRED_ARGS = {"exo_pair": {"label_smoothing": 1e-3}}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_every_loss_trains_three_steps(tiny, tmp_path, loss_type):
     args = PreferenceConfig(
         output_dir=str(tmp_path / "out"), loss_type=loss_type, per_device_train_batch_size=2, max_steps=3,
         learning_rate=1e-2, logging_steps=1, report_to="none", bf16=False, use_cpu=True, seed=0, save_strategy="no",
-        max_length=64, dataloader_drop_last=True,
+        max_length=64, dataloader_drop_last=True, **REQUIRED_ARGS.get(loss_type, {}),
     )
     trainer = PreferenceTrainer(model=copy.deepcopy(model), args=args, train_dataset=dataset,
                                 processing_class=tokenizer)

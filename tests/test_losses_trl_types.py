@@ -16,7 +16,13 @@ import pytest
 import torch
 from trl import DPOTrainer
 
-from alignment.losses import PreferenceBatch, compute_preference_loss, get_preference_loss, validate_preference_loss
+from alignment.losses import (
+    PreferenceBatch,
+    compute_preference_loss,
+    get_preference_loss,
+    list_preference_losses,
+    validate_preference_loss,
+)
 from alignment.testing import example_preference_batch as token_batch
 
 NEW = ["apo_zero", "apo_down", "nca_pair", "exo_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "sigmoid_norm"]
@@ -113,7 +119,7 @@ def test_loss_and_gradients_equal_trl_dpo_trainer(name, hp, seed):
 
 def test_every_new_loss_covered_by_the_trl_comparison():
     assert {name for name, _ in CASES} == set(NEW)
-    assert set(NEW) <= set(__import__("alignment.losses", fromlist=["x"]).list_preference_losses())
+    assert set(NEW) <= set(list_preference_losses())
 
 
 # ---------------------------------------------------------------- hand-computed values
@@ -240,3 +246,31 @@ def test_unit_weight_is_identity_and_weights_scale(name):
     plain, _ = compute_preference_loss(name, token_batch())
     weighted, _ = compute_preference_loss(name, token_batch(weight=torch.tensor([2.0, 0.5])))
     torch.testing.assert_close(weighted, plain * torch.tensor([2.0, 0.5]))
+
+
+# ---------------------------------------------------------------- through the trainer's configuration
+
+def test_recipe_label_smoothing_reaches_exo_and_aot():
+    from alignment.configs import PreferenceConfig
+    from alignment.trainers import PreferenceTrainer
+
+    args = PreferenceConfig(output_dir="unused", loss_type=["exo_pair", "aot"], loss_weights=[1.0, 1.0], beta=0.3,
+                            label_smoothing=0.2, report_to="none", use_cpu=True, bf16=False)
+    assert PreferenceTrainer._resolve_loss_hparams(args) == {
+        "exo_pair": {"beta": 0.3, "label_smoothing": 0.2}, "aot": {"beta": 0.3, "label_smoothing": 0.2}}
+
+
+def test_trainer_refuses_exo_pair_without_label_smoothing_before_training(tiny_model_dir, tmp_path):
+    # TRL's DPOTrainer.__init__ check (EXO's log ε is infinite at ε = 0); the message names the field and a value.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.configs import PreferenceConfig
+    from alignment.testing import preference_pairs
+    from alignment.trainers import PreferenceTrainer
+
+    args = PreferenceConfig(output_dir=str(tmp_path), loss_type="exo_pair", report_to="none", use_cpu=True,
+                            bf16=False, max_length=64)
+    with pytest.raises(ValueError, match=r"Label smoothing must be greater than 0.0 when using 'exo_pair'.*1e-3"):
+        PreferenceTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                          train_dataset=preference_pairs(4),
+                          processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))

@@ -26,9 +26,9 @@ def exo_pair_loss(
 
     Paper vs code: the paper has two temperatures, ``β_π`` for the policy and ``β_r`` for the reward model's target
     distribution; with hard binary preferences the target becomes ``(1 − ε, ε)`` and one β is left. TRL 1.16
-    ``loss_type="exo_pair"`` does exactly this, and this follows it. TRL rejects ``label_smoothing=0``; here the
-    recipe's ``label_smoothing`` reaches the loss only when non-zero (the trainer's convention), so leaving it unset
-    uses the paper's 1e-3 instead of failing.
+    ``loss_type="exo_pair"`` does exactly this, and this follows it. Through `PreferenceTrainer` the recipe must
+    set ``label_smoothing`` (e.g. 1e-3): TRL's ``DPOTrainer.__init__`` refuses ``exo_pair`` with the config default
+    0 before training; the 1e-3 default here serves direct callers of `compute_preference_loss`.
     """
     require_positive("beta", beta)
     if not 0.0 < label_smoothing < 1.0:
