@@ -230,13 +230,13 @@ def test_aot_refuses_per_example_weights(name):
 
 @pytest.mark.parametrize(
     "name,defaults",
-    [(name, {"beta": 0.1}) for name in ("apo_zero", "apo_down", "nca_pair", "bco_pair", "sppo_hard", "sigmoid_norm")]
+    [(name, {"beta": 0.1}) for name in ("apo_zero", "apo_down", "nca_pair", "sppo_hard", "sigmoid_norm")]
     + [("exo_pair", {"beta": 0.1, "label_smoothing": 1e-3}), ("aot", {"beta": 0.1, "label_smoothing": 0.0}),
-       ("aot_unpaired", {"beta": 0.1, "label_smoothing": 0.0})],
+       ("aot_unpaired", {"beta": 0.1, "label_smoothing": 0.0}), ("bco_pair", {"beta": 0.1, "reward_shift": False})],
 )
 def test_registered_hparams_and_defaults(name, defaults):
     spec = get_preference_loss(name)
-    assert spec.hparams == defaults and not spec.stateful
+    assert spec.hparams == defaults and spec.stateful == (name == "bco_pair")
     assert spec.summary
     validate_preference_loss(name)
 
@@ -274,3 +274,125 @@ def test_trainer_refuses_exo_pair_without_label_smoothing_before_training(tiny_m
         PreferenceTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
                           train_dataset=preference_pairs(4),
                           processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+# ---------------------------------------------------------------- bco_pair's reward shift δ (TRL < 1.0)
+
+class _TRL028RunningMean:
+    """The mean part of TRL v0.28.0's `RunningMoments.update` (trl/trainer/utils.py lines 183-217), one process."""
+
+    def __init__(self):
+        self.mean, self.count = 0, 1e-24
+
+    def update(self, xs):
+        xs_count = xs.numel()
+        xs_var, xs_mean = torch.var_mean(xs, unbiased=False)
+        xs_mean, xs_var = xs_mean.float(), xs_var.float()
+        delta = xs_mean - self.mean
+        tot_count = self.count + xs_count
+        self.mean += (delta * xs_count / tot_count).item()
+        self.count = tot_count
+
+
+def _trl028_bco_pair(running, batch, beta):
+    """TRL v0.28.0 `DPOTrainer.dpo_loss`, loss_type "bco_pair" (trl/trainer/dpo_trainer.py lines 1181-1191)."""
+    import torch.nn.functional as F
+
+    chosen_logratios = batch.chosen_logratios
+    rejected_logratios = batch.rejected_logratios
+    chosen_rewards = beta * chosen_logratios
+    rejected_rewards = beta * rejected_logratios
+    rewards = torch.cat((chosen_rewards, rejected_rewards), 0).mean().detach()
+    running.update(rewards)
+    delta = running.mean
+    return -F.logsigmoid((beta * chosen_logratios) - delta) - F.logsigmoid(-(beta * rejected_logratios - delta))
+
+
+def _with_grad(batch):
+    chosen = batch.chosen_logps.detach().clone().requires_grad_(True)
+    rejected = batch.rejected_logps.detach().clone().requires_grad_(True)
+    return PreferenceBatch(chosen, rejected, batch.ref_chosen_logps, batch.ref_rejected_logps, batch.chosen_mask,
+                           batch.rejected_mask)
+
+
+def test_bco_pair_reward_shift_equals_trl_028_running_mean_over_steps():
+    from alignment.losses import LossState
+
+    state, running, beta = LossState(), _TRL028RunningMean(), 0.5
+    for step in range(4):
+        ours, theirs = _with_grad(random_batch(10 + step)), _with_grad(random_batch(10 + step))
+        loss, metrics = compute_preference_loss("bco_pair", ours, state=state, beta=beta, reward_shift=True)
+        reference = _trl028_bco_pair(running, theirs, beta)
+        torch.testing.assert_close(loss, reference, atol=1e-6, rtol=0)
+        loss.mean().backward()
+        reference.mean().backward()
+        torch.testing.assert_close(ours.chosen_logps.grad, theirs.chosen_logps.grad, atol=1e-6, rtol=0)
+        torch.testing.assert_close(ours.rejected_logps.grad, theirs.rejected_logps.grad, atol=1e-6, rtol=0)
+        assert metrics["bco_pair/reward_shift"].item() == pytest.approx(running.mean, abs=1e-6)
+    assert running.mean != 0.0  # δ moved, so the comparison exercises the shift
+
+
+def test_bco_pair_reward_shift_hand_computed_two_steps_eval_and_resume():
+    from alignment.losses import LossState
+
+    t = torch.tensor
+    beta = 0.5
+    # step 1: r_w = 2, r_l = -1 -> rewards {1, -0.5}, mean 0.25 = δ
+    step1 = PreferenceBatch.from_sequence_logps(t([-1.0]), t([-4.0]), t([-3.0]), t([-3.0]))
+    # step 2: r_w = 4, r_l = 1 -> rewards {2, 0.5}, mean 1.25; δ = (0.25 + 1.25) / 2 = 0.75
+    step2 = PreferenceBatch.from_sequence_logps(t([1.0]), t([-2.0]), t([-3.0]), t([-3.0]))
+    state = LossState()
+    loss1, _ = compute_preference_loss("bco_pair", step1, state=state, beta=beta, reward_shift=True)
+    assert loss1.item() == pytest.approx(-logsig(1.0 - 0.25) - logsig(-(-0.5 - 0.25)), abs=1e-6)
+    saved = state.state_dict()
+    loss2, metrics = compute_preference_loss("bco_pair", step2, state=state, beta=beta, reward_shift=True)
+    assert metrics["bco_pair/reward_shift"].item() == pytest.approx(0.75)
+    assert loss2.item() == pytest.approx(-logsig(2.0 - 0.75) - logsig(-(0.5 - 0.75)), abs=1e-6)
+    # eval batches read δ without moving it
+    state.training = False
+    compute_preference_loss("bco_pair", step1, state=state, beta=beta, reward_shift=True)
+    assert state.buffers["reward_shift"].item() == pytest.approx(0.75)
+    # a resumed state continues from the checkpointed δ
+    resumed = LossState()
+    resumed.load_state_dict(saved)
+    _, metrics = compute_preference_loss("bco_pair", step2, state=resumed, beta=beta, reward_shift=True)
+    assert metrics["bco_pair/reward_shift"].item() == pytest.approx(0.75)
+
+
+def test_bco_pair_reward_shift_counts_each_rank_mean_once():
+    from alignment.losses import LossState
+
+    t = torch.tensor
+    other_rank_mean = 3.0
+    state = LossState(gather=lambda x: torch.cat([x, x.new_full(x.shape, other_rank_mean)]))
+    batch = PreferenceBatch.from_sequence_logps(t([-1.0]), t([-4.0]), t([-3.0]), t([-3.0]))  # local mean 0.25
+    _, metrics = compute_preference_loss("bco_pair", batch, state=state, beta=0.5, reward_shift=True)
+    assert metrics["bco_pair/reward_shift"].item() == pytest.approx((0.25 + other_rank_mean) / 2)
+    assert state.buffers["num_updates"].item() == 2
+
+
+def test_bco_pair_without_reward_shift_keeps_no_state():
+    from alignment.losses import LossState
+
+    state = LossState()
+    compute_preference_loss("bco_pair", random_batch(0), state=state)
+    assert state.buffers == {}
+
+
+def test_bco_pair_reward_shift_trains_through_the_trainer(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.configs import PreferenceConfig
+    from alignment.testing import preference_pairs
+    from alignment.trainers import PreferenceTrainer
+
+    args = PreferenceConfig(output_dir=str(tmp_path), loss_type="bco_pair", loss_kwargs={"reward_shift": True},
+                            per_device_train_batch_size=2, max_steps=2, learning_rate=1e-2, logging_steps=1,
+                            report_to="none", use_cpu=True, bf16=False, save_strategy="no", max_length=64)
+    trainer = PreferenceTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                                train_dataset=preference_pairs(4),
+                                processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    trainer.train()
+    assert trainer._loss_states["bco_pair"].buffers["num_updates"].item() == 2
+    logged = [entry["bco_pair/reward_shift"] for entry in trainer.state.log_history if "bco_pair/reward_shift" in entry]
+    assert len(logged) == 2 and all(math.isfinite(value) for value in logged)
