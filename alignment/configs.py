@@ -643,6 +643,24 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             "needs one aggregation rejects any other at start-up."
         },
     )
+    group_filter: str = field(
+        default="none",
+        metadata={
+            "help": "Dynamic sampling (`alignment.trainers.dynamic_sampling`): `zero_variance` (DAPO: drop groups "
+            "whose correctness does not vary, all correct or all wrong), `all_correct` (NGRPO's script: drop only "
+            "all-correct groups) or `none`. Correctness is `accuracy_reward` if it is a reward, else the summed "
+            "reward (> 0 counts as correct). Dropped groups are replaced by groups of new prompts until the "
+            "generation batch is full; logs `group_filter/drop_rate` and `group_filter/generation_rounds`. One "
+            "process only."
+        },
+    )
+    max_generation_rounds: int = field(
+        default=10,
+        metadata={
+            "help": "With `group_filter`: most generation rounds (the first batch plus refills) per generation "
+            "batch; if the batch is still not full the run stops with an error (verl's `max_num_gen_batches`)."
+        },
+    )
     hapo_clip_alpha: float = field(default=1.0, metadata={"help": "HAPO `clip_alpha` (strength of adaptive clipping)."})
     hapo_adv_beta: float = field(default=1.0, metadata={"help": "HAPO `adv_beta` (strength of redistribution)."})
     hapo_entropy_pivot: float = field(

@@ -20,6 +20,8 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
 - **Several rewards.** `args.reward_weighting` (`reward_weighting` module): fixed weights, or Lu et al.'s dynamic
   weights (gradient-based before each batch's advantages, or hypervolume-guided after each evaluation), logged as
   `reward_weight/<reward>` and saved in checkpoints.
+- **Dynamic sampling.** `args.group_filter` (`dynamic_sampling` module): DAPO's zero-variance / NGRPO's all-correct
+  group filter with refills from new prompts, logged as `group_filter/drop_rate` and `group_filter/generation_rounds`.
 - **Start-up checks.** Unknown estimator / hyper-parameter, generation paths the greedy rollout does not cover, TRL
   options that our advantages or surrogate would silently override, unresolvable rewards or ones that fail on the
   first training example, reward-weighting settings that cannot work, and a dataset without the columns the rewards
@@ -38,6 +40,7 @@ from trl import GRPOTrainer
 from ..advantages import compute_advantages, get_advantage_estimator, resolve_loss_type, validate_advantage_estimator
 from ..reward_sources import trl_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
+from .dynamic_sampling import check_group_filter, filtered_generation
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
 from .rollout_logps import completion_mean_logps
@@ -160,6 +163,8 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
             raise ValueError(f"advantage_estimator {spec.name!r} needs {missing}, which GroupRLTrainer does not "
                              f"produce (it supplies {list(_SUPPLIED_INPUTS)}). Choose another estimator.")
         validate_advantage_estimator(args.advantage_estimator, **args.advantage_kwargs)
+        check_group_filter(group_filter=args.group_filter, max_generation_rounds=args.max_generation_rounds,
+                           world_size=args.world_size)
         # GroupRLConfig resolved an unset loss_type already; this rejects one the estimator cannot train with.
         resolve_loss_type(spec.name, args.loss_type, default=args.loss_type)
         replaced = {"scale_rewards": ("group", "set `advantage_estimator` / `advantage_kwargs` instead (e.g. "
@@ -222,6 +227,12 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
     def _generate_and_score_completions(self, inputs):
+        if self.model.training and self.args.group_filter != "none":  # DAPO / NGRPO dynamic sampling
+            return filtered_generation(self, inputs, self._score_generation_batch, group_filter=self.args.group_filter,
+                                       max_generation_rounds=self.args.max_generation_rounds)
+        return self._score_generation_batch(inputs)
+
+    def _score_generation_batch(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
@@ -252,6 +263,11 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         for _ in range(min(len(advantages), len(logged))):
             logged.pop()
         logged.extend(advantages.tolist())
+        # Correctness per completion: `accuracy_reward` when it is a reward, else the summed reward.
+        if _CORRECTNESS_REWARD in self.reward_func_names:
+            self._group_scores = rewards_per_func[:, self.reward_func_names.index(_CORRECTNESS_REWARD)]
+        else:
+            self._group_scores = rewards
         self._log_advantages(mode, advantages, rewards_per_func, rewards, group_size)
         self._log_reward_weights(mode)
         return output
@@ -280,11 +296,7 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         metrics["advantages/std"].append(advantages.std().item() if advantages.numel() > 1 else 0.0)
         metrics["advantages/min"].append(advantages.min().item())
         metrics["advantages/max"].append(advantages.max().item())
-        if _CORRECTNESS_REWARD in self.reward_func_names:
-            correctness = rewards_per_func[:, self.reward_func_names.index(_CORRECTNESS_REWARD)]
-        else:
-            correctness = rewards
-        all_wrong = (correctness.view(-1, group_size) <= 0).all(dim=1)
+        all_wrong = (self._group_scores.view(-1, group_size) <= 0).all(dim=1)
         metrics["frac_all_wrong_groups"].append(all_wrong.float().mean().item())
 
     # ------------------------------------------------------------------ loss
