@@ -347,6 +347,8 @@ def test_recipe_settings_follow_the_papers():
     assert (ngrpo.advantage_estimator, ngrpo.epsilon, ngrpo.epsilon_high) == ("ngrpo", 0.16, 0.24)
     assert (dapo.epsilon, dapo.epsilon_high, dapo.loss_type, dapo.mask_truncated_completions) == (0.2, 0.28, "dapo", True)
     assert (dr.advantage_estimator, dr.loss_type, dr.beta) == ("dr_grpo", "dr_grpo", 0.0)
+    # Dynamic sampling: DAPO drops every zero-variance group, NGRPO's script only all-correct ones.
+    assert (dapo.group_filter, ngrpo.group_filter) == ("zero_variance", "all_correct")
 
 
 def test_unknown_reward_name_fails_at_start_up(tiny_model_dir, tmp_path, prompts):
