@@ -99,7 +99,9 @@ def test_kept_groups_are_exactly_the_passing_ones_and_the_batch_is_full(tiny_mod
 
 def test_training_logs_the_hand_counted_drop_rate(tiny_model_dir, tmp_path):
     train = dataset(["all", "none", "mixed", "all", "mixed", "none", "mixed", "all"])
-    trainer = make_trainer(tiny_model_dir, tmp_path, train, group_filter="zero_variance")
+    # Two accumulation steps: TRL splits the refilled generation batch into two micro-batches.
+    trainer = make_trainer(tiny_model_dir, tmp_path, train, group_filter="zero_variance",
+                           per_device_train_batch_size=G, gradient_accumulation_steps=2)
     trainer.train()
     groups = [call[i] for call in CALLS for i in range(0, len(call), G)]
     assert len(CALLS) > 1 and "mixed" in groups and set(groups) - {"mixed"}  # some groups were dropped and refilled
@@ -120,10 +122,17 @@ def test_the_round_cap_stops_with_a_clear_error(tiny_model_dir, tmp_path):
 
 
 def test_no_filter_and_eval_are_untouched(tiny_model_dir, tmp_path):
+    inputs = [row for row in dataset(["all", "none"]) for _ in range(G)]
     trainer = make_trainer(tiny_model_dir, tmp_path, dataset(["all", "none"]))
-    output, rounds = _run_generation(trainer, [row for row in dataset(["all", "none"]) for _ in range(G)])
+    output, rounds = _run_generation(trainer, inputs)
     assert len(rounds) == 1 and output is rounds[0][1]
     assert "group_filter/drop_rate" not in trainer._metrics["train"]
+    # Evaluation with a filter on: scored once, nothing dropped although both groups have zero variance.
+    trainer = make_trainer(tiny_model_dir, tmp_path, dataset(["all", "none"]), group_filter="zero_variance")
+    trainer.model.eval()
+    output = trainer._generate_and_score_completions(inputs)
+    assert output["advantages"].shape == (2 * G,) and len(CALLS) == 1
+    assert "group_filter/drop_rate" not in trainer._metrics["eval"]
 
 
 def test_merge_pads_prompts_left_completions_right_and_recounts_tokens():
