@@ -176,3 +176,6 @@ def test_bad_settings_fail_at_start_up(kwargs, message):
 def test_trainer_refuses_a_bad_filter_before_loading(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="Unknown `group_filter='dapo'`"):
         make_trainer(tiny_model_dir, tmp_path, dataset(["all"]), group_filter="dapo")
+    streamed = dataset(["all", "mixed"]).to_iterable_dataset()
+    with pytest.raises(ValueError, match="map-style dataset .*IterableDataset"):
+        make_trainer(tiny_model_dir, tmp_path, streamed, group_filter="zero_variance")

@@ -48,6 +48,14 @@ def check_group_filter(*, group_filter: str, max_generation_rounds: int, world_s
                          f"{world_size}); set `group_filter: none` or train on one process.")
 
 
+def check_refill_dataset(dataset, *, group_filter: str) -> None:
+    """Refills draw prompts by index, so the train set must be a map-style dataset with a length."""
+    if group_filter != "none" and (dataset is None or not hasattr(dataset, "__len__") or not len(dataset)):
+        raise ValueError(f"`group_filter={group_filter!r}` refills batches with new prompts drawn from the train "
+                         f"dataset, which must be a non-empty map-style dataset (got {type(dataset).__name__}); "
+                         "load it without streaming or set `group_filter: none`.")
+
+
 def keep_groups(scores: torch.Tensor, *, group_size: int, group_filter: str) -> torch.Tensor:
     """Boolean keep mask over the groups of ``scores`` (one per completion, groups of ``group_size`` consecutive)."""
     rule = GROUP_FILTERS[group_filter]

@@ -40,7 +40,7 @@ from trl import GRPOTrainer
 from ..advantages import compute_advantages, get_advantage_estimator, resolve_loss_type, validate_advantage_estimator
 from ..reward_sources import trl_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
-from .dynamic_sampling import check_group_filter, filtered_generation
+from .dynamic_sampling import check_group_filter, check_refill_dataset, filtered_generation
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
 from .rollout_logps import completion_mean_logps
@@ -126,6 +126,7 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         if args is None:
             raise ValueError("GroupRLTrainer needs `args` (an `alignment.GroupRLConfig`).")
         self._check_config(args)
+        check_refill_dataset(train_dataset, group_filter=args.group_filter)
         given = reward_funcs if reward_funcs is None or isinstance(reward_funcs, list) else [reward_funcs]
         names = list(args.reward_funcs) if given is None else [getattr(f, "__name__", "") for f in given]
         for name, dataset in [("train", train_dataset), *self._eval_sets(eval_dataset)]:
