@@ -28,7 +28,8 @@ from benchmarks.process_setup import prepare_process  # noqa: E402  (imports no 
 
 prepare_process()
 
-# Method -> the recipe fields that define it (everything else is shared). DAPO-style: TRL has no dynamic sampling.
+# Method -> the recipe fields that define it (everything else is shared). DAPO-style and NGRPO here run without
+# `group_filter` (dynamic sampling), as docs/grpo-efficacy.md was measured; the recipes turn it on.
 METHODS: dict[str, dict] = {
     "grpo": {"advantage_estimator": "grpo", "loss_type": "grpo", "epsilon": 0.2, "epsilon_high": 0.2},
     "dr_grpo": {"advantage_estimator": "dr_grpo", "loss_type": "dr_grpo", "epsilon": 0.2, "epsilon_high": 0.2},
