@@ -167,3 +167,41 @@ def test_mixing_with_a_reference_loss_keeps_the_reference(tiny_model_dir, tmp_pa
 def test_reference_free_refuses_sync_ref_model(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="`sync_ref_model` is set but loss_type \\['simpo'\\] is reference-free"):
         _trainer(tiny_model_dir, tmp_path, loss_type=["simpo"], sync_ref_model=True)
+
+
+def test_policy_given_as_a_path_is_loaded_and_no_second_model_is(tiny_model_dir, tmp_path):
+    import gc
+
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from alignment.testing import trainer_test_args
+
+    gc.collect()
+    before = {id(o) for o in gc.get_objects() if isinstance(o, LlamaForCausalLM)}
+    trainer = PreferenceTrainer(model=tiny_model_dir, args=PreferenceConfig(**trainer_test_args(
+        tmp_path, loss_type=["orpo"], max_steps=1)), train_dataset=pairs(),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    gc.collect()
+    created = [o for o in gc.get_objects() if isinstance(o, LlamaForCausalLM) and id(o) not in before]
+    assert trainer.ref_model is None and len(created) == 1, "exactly one model (the policy) must be loaded"
+    trainer.train()
+
+
+def test_lora_reference_free_run_never_disables_the_adapters(tiny_model_dir, tmp_path, monkeypatch):
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.testing import trainer_test_args
+
+    forwards = []
+    original = PreferenceTrainer._reference_token_logps
+    monkeypatch.setattr(PreferenceTrainer, "_reference_token_logps",
+                        lambda self, *a, **k: forwards.append(1) or original(self, *a, **k))
+    trainer = PreferenceTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=PreferenceConfig(**trainer_test_args(tmp_path, loss_type=["cpo"], max_steps=1)),
+        train_dataset=pairs(), processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
+    )
+    trainer.train()
+    assert trainer.ref_model is None and forwards == []
