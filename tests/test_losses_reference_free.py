@@ -164,9 +164,23 @@ def test_mixing_with_a_reference_loss_keeps_the_reference(tiny_model_dir, tmp_pa
     trainer.train()
 
 
-def test_reference_free_refuses_sync_ref_model(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match="`sync_ref_model` is set but loss_type \\['simpo'\\] is reference-free"):
-        _trainer(tiny_model_dir, tmp_path, loss_type=["simpo"], sync_ref_model=True)
+@pytest.mark.parametrize("option", ["sync_ref_model", "reference_cache_dir"])
+def test_reference_free_refuses_reference_options(tiny_model_dir, tmp_path, option):
+    value = True if option == "sync_ref_model" else str(tmp_path / "cache")
+    with pytest.raises(ValueError, match=f"`{option}` is set but loss_type \\['simpo'\\] is reference-free"):
+        _trainer(tiny_model_dir, tmp_path, loss_type=["simpo"], **{option: value})
+
+
+def test_reference_free_refuses_an_explicit_ref_model(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.testing import trainer_test_args
+
+    with pytest.raises(ValueError, match="`ref_model` is set but loss_type \\['orpo'\\] is reference-free"):
+        PreferenceTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          args=PreferenceConfig(**trainer_test_args(tmp_path, loss_type=["orpo"])),
+                          train_dataset=pairs(), processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
 
 
 def test_policy_given_as_a_path_is_loaded_and_no_second_model_is(tiny_model_dir, tmp_path):
