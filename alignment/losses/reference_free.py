@@ -43,9 +43,9 @@ def simpo_loss(
     form ``−(1−ε) log σ(z) − ε log σ(−z)``. Shape ``[B]``. ``beta`` β (default 2.0, the paper's typical value) scales
     the length-normalised log-likelihood; ``gamma`` γ (default 0.5) is the absolute target reward margin.
 
-    Paper vs code: the paper tunes ``γ/β`` (e.g. 0.5 for Mistral, β=2.0, γ=1.0 in some recipes); TRL's
-    ``CPOConfig(loss_type="simpo", simpo_gamma=γ)`` subtracts ``γ/β`` from the log-ratio before multiplying by β,
-    which is the same γ here. TRL's CPO trainer also adds ``cpo_alpha``·NLL (default 1.0, i.e. "CPO-SimPO"); pure
+    Paper vs code: the official code (princeton-nlp/SimPO) is configured with ``gamma_beta_ratio`` = γ/β and computes
+    ``β[(ℓ̄_w − ℓ̄_l) − γ/β]``; TRL's ``CPOConfig(loss_type="simpo", simpo_gamma=γ)`` takes the absolute γ and does the
+    same. Here ``gamma`` is the absolute γ (TRL's convention): ``gamma = beta × gamma_beta_ratio``. TRL's CPO trainer also adds ``cpo_alpha``·NLL (default 1.0, i.e. "CPO-SimPO"); pure
     SimPO has none (the official princeton-nlp/SimPO code defaults to ``sft_weight=0``). For CPO-SimPO use
     ``loss_type: [simpo, sft]`` with ``loss_weights: [1, α]``.
 
