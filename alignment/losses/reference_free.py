@@ -2,7 +2,8 @@
 neither loads nor runs a reference model when every selected loss is one of these (`reference_free=True`).
 
 Numeric anchor: TRL 1.16's experimental trainers, `trl/experimental/cpo/cpo_trainer.py` (`CPOTrainer.cpo_loss`,
-``loss_type`` ``"sigmoid"`` and ``"simpo"``) and `trl/experimental/orpo/orpo_trainer.py` (`ORPOTrainer.odds_ratio_loss`).
+``loss_type`` ``"sigmoid"`` and ``"simpo"``) and `trl/experimental/orpo/orpo_trainer.py`
+(`ORPOTrainer.odds_ratio_loss`).
 The preference terms agree with them exactly on the same sequence log-probs (tests/test_losses_reference_free.py).
 The NLL terms are per-example token means here, whereas TRL averages over all chosen tokens of the batch at once
 (equal when the chosen completions of a batch have the same length); see each loss.
@@ -40,14 +41,14 @@ def simpo_loss(
     """SimPO (Meng, Xia & Chen, NeurIPS 2024, arXiv 2405.14734): length-normalised reward with a target margin.
 
     ``L = −log σ(β ℓ_θ(y_w)/|y_w| − β ℓ_θ(y_l)/|y_l| − γ)`` (paper Eq. 6); with ``label_smoothing`` ε the conservative
-    form ``−(1−ε) log σ(z) − ε log σ(−z)``. Shape ``[B]``. ``beta`` β (default 2.0, the paper's typical value) scales
+    form ``−(1−ε) log σ(z) − ε log σ(−z)``. Shape ``[B]``. ``beta`` β (default 2.0, as in the official base-model configs) scales
     the length-normalised log-likelihood; ``gamma`` γ (default 0.5) is the absolute target reward margin.
 
     Paper vs code: the official code (princeton-nlp/SimPO) is configured with ``gamma_beta_ratio`` = γ/β and computes
     ``β[(ℓ̄_w − ℓ̄_l) − γ/β]``; TRL's ``CPOConfig(loss_type="simpo", simpo_gamma=γ)`` takes the absolute γ and does the
-    same. Here ``gamma`` is the absolute γ (TRL's convention): ``gamma = beta × gamma_beta_ratio``. TRL's CPO trainer also adds ``cpo_alpha``·NLL (default 1.0, i.e. "CPO-SimPO"); pure
-    SimPO has none (the official princeton-nlp/SimPO code defaults to ``sft_weight=0``). For CPO-SimPO use
-    ``loss_type: [simpo, sft]`` with ``loss_weights: [1, α]``.
+    same. Here ``gamma`` is the absolute γ (TRL's convention): ``gamma = beta × gamma_beta_ratio``. TRL's CPO trainer
+    also adds ``cpo_alpha``·NLL (default 1.0, i.e. "CPO-SimPO"); pure SimPO has none (the official code defaults
+    to ``sft_weight=0``). For CPO-SimPO use ``loss_type: [simpo, sft]`` with ``loss_weights: [1, α]``.
 
     Metrics: ``simpo/reward_margin`` (``β(ℓ̄_w − ℓ̄_l)``, before γ) per example.
     """

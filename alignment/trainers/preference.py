@@ -526,9 +526,9 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         )
 
         # Reference-free: the policy log-likelihood is the implicit reward (as TRL's CPO/ORPO trainers log it).
-        chosen_rewards = self.beta * (batch.chosen_logps_sum if self._reference_free else batch.chosen_logratios).detach()
-        rejected_rewards = self.beta * (batch.rejected_logps_sum if self._reference_free
-                                        else batch.rejected_logratios).detach()
+        free = self._reference_free
+        chosen_rewards = self.beta * (batch.chosen_logps_sum if free else batch.chosen_logratios).detach()
+        rejected_rewards = self.beta * (batch.rejected_logps_sum if free else batch.rejected_logratios).detach()
         metrics["rewards/chosen"].append(self._gather_mean(chosen_rewards))
         metrics["rewards/rejected"].append(self._gather_mean(rejected_rewards))
         metrics["rewards/accuracies"].append(self._gather_mean((chosen_rewards > rejected_rewards).float()))

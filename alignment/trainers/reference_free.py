@@ -28,8 +28,9 @@ def check_reference_free(args, specs, ref_model) -> bool:
     }
     for option, is_set in conflicts.items():
         if is_set:
-            raise ValueError(f"`{option}` is set but loss_type {names} is reference-free: it never reads a reference "
-                             f"model, so none is built or run. Remove `{option}` (or add a loss that uses a reference).")
+            raise ValueError(f"`{option}` is set but loss_type {names} is reference-free: it never reads a "
+                             f"reference model, so none is built or run. Remove `{option}` (or add a loss that uses a "
+                             "reference).")
     return True
 
 
