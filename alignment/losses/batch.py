@@ -16,8 +16,9 @@ class PreferenceBatch:
     Attributes:
         chosen_logps: ``[B, T]`` policy log-prob of each chosen-completion token, zero outside the completion.
         rejected_logps: ``[B, T]`` the same for the rejected completion.
-        ref_chosen_logps: ``[B, T]`` reference-model log-probs of the chosen tokens (no gradient).
-        ref_rejected_logps: ``[B, T]`` reference-model log-probs of the rejected tokens (no gradient).
+        ref_chosen_logps: ``[B, T]`` reference-model log-probs of the chosen tokens (no gradient); None (with
+            ``ref_rejected_logps``) for reference-free losses, when no reference model is run.
+        ref_rejected_logps: ``[B, T]`` reference-model log-probs of the rejected tokens (no gradient), or None.
         chosen_mask: ``[B, T]`` 1 on chosen-completion tokens, 0 on prompt and padding.
         rejected_mask: ``[B, T]`` 1 on rejected-completion tokens.
         margin: optional ``[B]`` external score margin of the pair (e.g. a reward model's r(chosen) - r(rejected)).
@@ -51,8 +52,8 @@ class PreferenceBatch:
 
     chosen_logps: torch.Tensor
     rejected_logps: torch.Tensor
-    ref_chosen_logps: torch.Tensor
-    ref_rejected_logps: torch.Tensor
+    ref_chosen_logps: torch.Tensor | None
+    ref_rejected_logps: torch.Tensor | None
     chosen_mask: torch.Tensor
     rejected_mask: torch.Tensor
     margin: torch.Tensor | None = None
@@ -74,9 +75,13 @@ class PreferenceBatch:
     rejected_kl_mask: torch.Tensor | None = None
 
     def __post_init__(self):
+        if (self.ref_chosen_logps is None) != (self.ref_rejected_logps is None):
+            raise ValueError("PreferenceBatch: `ref_chosen_logps` and `ref_rejected_logps` must both be set or both "
+                             "be None (reference-free).")
         for side in ("chosen", "rejected"):
             logps = getattr(self, f"{side}_logps")
             ref = getattr(self, f"ref_{side}_logps")
+            ref = logps if ref is None else ref
             mask = getattr(self, f"{side}_mask")
             if logps.dim() != 2 or logps.shape != ref.shape or logps.shape != mask.shape:
                 raise ValueError(
@@ -131,11 +136,18 @@ class PreferenceBatch:
 
     @property
     def ref_chosen_logps_sum(self) -> torch.Tensor:
-        return (self.ref_chosen_logps * self.chosen_token_scale).sum(-1)
+        return (self._ref("chosen") * self.chosen_token_scale).sum(-1)
 
     @property
     def ref_rejected_logps_sum(self) -> torch.Tensor:
-        return (self.ref_rejected_logps * self.rejected_token_scale).sum(-1)
+        return (self._ref("rejected") * self.rejected_token_scale).sum(-1)
+
+    def _ref(self, side: str) -> torch.Tensor:
+        ref = getattr(self, f"ref_{side}_logps")
+        if ref is None:  # a reference-free batch: reading the reference is a bug in the loss, not a zero reference
+            raise ValueError(f"PreferenceBatch has no reference log-probs (`ref_{side}_logps` is None): it was built "
+                             "for reference-free losses only.")
+        return ref
 
     @property
     def chosen_lengths(self) -> torch.Tensor:

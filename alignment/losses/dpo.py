@@ -21,7 +21,7 @@ def sigmoid_loss(batch: PreferenceBatch, *, beta: float = 0.1) -> tuple[torch.Te
     return -F.logsigmoid(beta * batch.logratio_margin), {}
 
 
-@register_preference_loss("sft")
+@register_preference_loss("sft", reference_free=True)
 def sft_loss(batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Negative log-likelihood of the chosen completion, length-normalised per example.
 

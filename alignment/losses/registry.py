@@ -101,6 +101,9 @@ class PreferenceLossSpec:
     # Completion sides the loss reads. A loss that reads only `rejected` (NPO's forget response) can train on rows
     # that have no chosen response; the trainer fills that side with a copy, which gets zero gradient.
     sides: tuple[str, ...] = ("chosen", "rejected")
+    # Reads no reference log-probs (SimPO, CPO, ORPO, SFT): when every selected loss is, the trainer neither builds nor
+    # runs a reference model and the batch's `ref_*_logps` are None.
+    reference_free: bool = False
 
     @property
     def requires_columns(self) -> tuple[str, ...]:
@@ -150,11 +153,13 @@ def _batch_has(batch: PreferenceBatch, extra: str) -> bool:
 
 
 def register_preference_loss(
-    name: str, *, requires: tuple[str, ...] = (), sides: tuple[str, ...] = ("chosen", "rejected")
+    name: str, *, requires: tuple[str, ...] = (), sides: tuple[str, ...] = ("chosen", "rejected"),
+    reference_free: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Register ``fn`` under ``name``. Hyper-parameters are its keyword-only arguments with defaults.
 
     ``sides``: the completions the loss reads; ``("rejected",)`` lets it train on rows without a chosen response.
+    ``reference_free``: the loss never reads ``ref_*_logps`` (it must work on a batch where they are None).
     """
     unknown = set(requires) - set(_EXTRAS)
     if unknown:
@@ -178,7 +183,7 @@ def register_preference_loss(
             raise ValueError(f"register_preference_loss({name!r}): `state` must be keyword-only without a default.")
         _PREFERENCE_LOSSES[name] = PreferenceLossSpec(
             name=name, fn=fn, hparams=hparams, requires=tuple(requires), stateful=state is not None,
-            sides=tuple(sides),
+            sides=tuple(sides), reference_free=bool(reference_free),
         )
         return fn
 
@@ -219,6 +224,9 @@ def compute_preference_loss(
     if state is not None and not spec.stateful:
         raise ValueError(f"loss_type {name!r} is stateless; do not pass `state=`.")
     missing = [extra for extra in spec.requires if not _batch_has(batch, extra)]
+    if batch.ref_chosen_logps is None and not spec.reference_free:
+        raise ValueError(f"loss_type {name!r} reads reference log-probs but the batch has none (`ref_chosen_logps` is "
+                         "None); only reference-free losses (e.g. simpo, cpo, orpo) accept such a batch.")
     if missing:
         columns = [extra for extra in missing if extra in _COLUMN_EXTRAS]
         outputs = [extra for extra in missing if extra in _TOKEN_EXTRAS]

@@ -29,6 +29,7 @@ from ..losses import (
 from .checkpoint_files import load_per_process_state, save_per_process_state
 from .domain_reweighting import DomainReweightingMixin
 from .reference_cache import ReferenceCacheMixin
+from .reference_free import check_reference_free, without_reference_model
 from .sparsepo import ReferenceTokenOutputs
 from .validation import check_chat_template, check_preference_dataset, fill_unused_chosen
 
@@ -131,10 +132,13 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         # TRL 1.16 would warn that padding_free is disabled and reset it; we implement it (`_fused_forward`), so TRL
         # sees False and the user's `args` get their value back.
         args.padding_free = False
+        # Reference-free losses only (simpo, cpo, orpo, sft): no reference model is built, loaded or run.
+        self._reference_free = check_reference_free(args, specs, ref_model)
         try:
-            super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
-                             train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
-                             **kwargs)
+            with without_reference_model(self._reference_free, policy_from_path=isinstance(model, str)):
+                super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
+                                 train_dataset=train_dataset, eval_dataset=eval_dataset,
+                                 processing_class=processing_class, **kwargs)
         finally:
             args.padding_free = self._padding_free
         # Domain reweighting fixes the ids (sorted names) before any batch; the collator appends unseen (eval) ones.
@@ -275,12 +279,14 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         seq_len = token_mask.size(1)
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens.
         policy_logps = outputs.log_probs[:, -seq_len:]
-        with self._capture_sparse_reference():
-            ref_logps = self._reference_token_logps(model_kwargs, labels, packed)[:, -seq_len:]
+        ref_chosen_logps = ref_rejected_logps = None
+        if not self._reference_free:
+            with self._capture_sparse_reference():
+                ref_logps = self._reference_token_logps(model_kwargs, labels, packed)[:, -seq_len:]
+            ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
         mask = token_mask.to(policy_logps.dtype)
 
         chosen_logps, rejected_logps = policy_logps.chunk(2, dim=0)  # the collator stacks [chosen; rejected]
-        ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
         chosen_mask, rejected_mask = mask.chunk(2, dim=0)
         batch = PreferenceBatch(
             chosen_logps=chosen_logps,
@@ -519,8 +525,10 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             self._gather_ratio((chosen_top1 & chosen_mask).sum(), chosen_mask.sum())
         )
 
-        chosen_rewards = self.beta * batch.chosen_logratios.detach()
-        rejected_rewards = self.beta * batch.rejected_logratios.detach()
+        # Reference-free: the policy log-likelihood is the implicit reward (as TRL's CPO/ORPO trainers log it).
+        free = self._reference_free
+        chosen_rewards = self.beta * (batch.chosen_logps_sum if free else batch.chosen_logratios).detach()
+        rejected_rewards = self.beta * (batch.rejected_logps_sum if free else batch.rejected_logratios).detach()
         metrics["rewards/chosen"].append(self._gather_mean(chosen_rewards))
         metrics["rewards/rejected"].append(self._gather_mean(rejected_rewards))
         metrics["rewards/accuracies"].append(self._gather_mean((chosen_rewards > rejected_rewards).float()))
