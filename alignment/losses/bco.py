@@ -11,13 +11,7 @@ from .registry import LossState, register_preference_loss, require_positive
 
 def _update_reward_shift(state: LossState, rewards: torch.Tensor) -> torch.Tensor:
     """Running mean δ of the per-step mean reward, including this step (updated in training only); returns δ."""
-    buffers = state.buffers
-    device = rewards.device
-    for key in ("reward_shift", "num_updates"):
-        if key not in buffers:
-            buffers[key] = torch.zeros((), device=device)
-        elif buffers[key].device != device:
-            buffers[key] = buffers[key].to(device)
+    buffers = state.scalar_buffers(("reward_shift", "num_updates"), rewards.device)
     if state.training:
         with torch.no_grad():
             # One value per rank (its batch mean), as TRL's RunningMoments.update of a scalar across processes.

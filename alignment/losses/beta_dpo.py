@@ -69,12 +69,7 @@ def beta_dpo_loss(
     h = batch.logratio_margin
     local = h.detach().float()
     device = local.device
-    buffers = state.buffers
-    for key in ("margin_mean", "margin_std", "num_updates"):
-        if key not in buffers:
-            buffers[key] = torch.zeros((), device=device)
-        elif buffers[key].device != device:
-            buffers[key] = buffers[key].to(device)
+    buffers = state.scalar_buffers(("margin_mean", "margin_std", "num_updates"), device)
 
     if state.training:
         with torch.no_grad():

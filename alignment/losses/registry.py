@@ -71,6 +71,16 @@ class LossState:
             "generator": None if self.generator is None else self.generator.get_state(),
         }
 
+    def scalar_buffers(self, names: tuple[str, ...], device: torch.device) -> dict[str, torch.Tensor]:
+        """`buffers`, with each of ``names`` a scalar on ``device``: created as 0 on first use, moved there when a
+        checkpoint restored it elsewhere."""
+        for key in names:
+            if key not in self.buffers:
+                self.buffers[key] = torch.zeros((), device=device)
+            elif self.buffers[key].device != device:
+                self.buffers[key] = self.buffers[key].to(device)
+        return self.buffers
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore buffers (each on the device of the buffer it replaces, if any) and the generator state."""
         buffers = {}
