@@ -58,6 +58,12 @@ def load_source(path: str, *, split: str | None = None, name: str | None = None,
     - a Hub dataset id, through `datasets.load_dataset` (``name``, ``data_dir``, ``data_files`` passed on).
     """
     local = Path(path)
+    if local.suffix in FILE_BUILDERS and not local.exists():
+        # A Hub id has no file suffix: this was meant as a local file, and datasets would only say "Couldn't find".
+        raise FileNotFoundError(f"No data file at {str(local.resolve())!r} (from {path!r}, read as a local "
+                                f"{local.suffix} file since it ends in {local.suffix!r}): check the path in "
+                                "`dataset_name` (or the mixture entry); relative paths start at the working directory "
+                                f"{str(Path.cwd())!r}.")
     if _is_saved_to_disk(local):
         loaded = load_from_disk(str(local))
         loaded = DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded

@@ -259,3 +259,11 @@ def test_eval_limit_per_domain_applies_to_any_answer_split():
 
     args = AlignmentScriptArguments(dataset_name="prompts", eval_limit_per_domain=1)
     assert answer_eval_dataset(args, DatasetDict({"test": rows}))["prompt"] == ["0", "1"]
+
+
+def test_a_missing_local_data_file_names_the_path_and_the_field(tmp_path, monkeypatch):
+    from alignment.data_loading import load_source
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"No data file at .*prefs\.jsonl.*`dataset_name`.*working directory"):
+        load_source("data/prefs.jsonl")
