@@ -24,6 +24,11 @@ def unset_task_domains(value):
     return value
 
 
+def as_mapping(value) -> dict:
+    """A recipe's mapping field as a dict: YAML gives a mapping, the command line a JSON string, unset is None."""
+    return dict(json.loads(value) if isinstance(value, str) else value or {})
+
+
 @dataclass
 class AlignmentScriptArguments(ScriptArguments):
     """TRL's script arguments, plus the embedded task suite and the generation-based evaluation."""
@@ -137,9 +142,7 @@ class AlignmentScriptArguments(ScriptArguments):
 
         check_hub_license(self.hub_license)
 
-        if isinstance(self.eval_reward_kwargs, str):
-            self.eval_reward_kwargs = json.loads(self.eval_reward_kwargs)
-        self.eval_reward_kwargs = dict(self.eval_reward_kwargs or {})
+        self.eval_reward_kwargs = as_mapping(self.eval_reward_kwargs)
         if isinstance(self.eval_reward_funcs, str):
             self.eval_reward_funcs = [self.eval_reward_funcs]
 
@@ -528,12 +531,8 @@ class PreferenceConfig(DomainReweightingArguments, DPOConfig):
     )
 
     def __post_init__(self):
-        if isinstance(self.loss_kwargs, str):
-            self.loss_kwargs = json.loads(self.loss_kwargs)
-        self.loss_kwargs = dict(self.loss_kwargs or {})
-        if isinstance(self.token_weighting_kwargs, str):
-            self.token_weighting_kwargs = json.loads(self.token_weighting_kwargs)
-        self.token_weighting_kwargs = dict(self.token_weighting_kwargs or {})
+        self.loss_kwargs = as_mapping(self.loss_kwargs)
+        self.token_weighting_kwargs = as_mapping(self.token_weighting_kwargs)
         from .trainers.sparsepo import check_sparse_settings
 
         check_sparse_settings(mask=self.sparsepo_mask, dropout=self.sparsepo_mask_dropout,
@@ -677,10 +676,7 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
 
     def __post_init__(self):
         for name in ("advantage_kwargs", "reward_kwargs", "reward_weighting_kwargs"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = json.loads(value)
-            setattr(self, name, dict(value or {}))
+            setattr(self, name, as_mapping(getattr(self, name)))
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         self.loss_type = resolve_loss_type(self.advantage_estimator, self.loss_type, default=_TRL_GRPO_LOSS_TYPE)

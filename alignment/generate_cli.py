@@ -73,11 +73,10 @@ class PairGenerationArguments:
         default=0.9, metadata={"help": "With `use_vllm`: the share of GPU memory vLLM may take (its own setting)."})
 
     def __post_init__(self):
+        from .configs import as_mapping
         from .pair_generation import STRATEGIES
 
-        if isinstance(self.reward_kwargs, str):
-            self.reward_kwargs = json.loads(self.reward_kwargs)
-        self.reward_kwargs = dict(self.reward_kwargs or {})
+        self.reward_kwargs = as_mapping(self.reward_kwargs)
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         if self.strategy not in STRATEGIES:

@@ -57,9 +57,10 @@ class IterativeArguments:
         metadata={"help": "Fields of a `scripts/run_dpo.py` recipe; `config: <recipe.yaml>` starts from that recipe."})
 
     def __post_init__(self):
+        from .configs import as_mapping
+
         for name in ("generate", "train"):
-            value = getattr(self, name)
-            setattr(self, name, dict(json.loads(value) if isinstance(value, str) else value or {}))
+            setattr(self, name, as_mapping(getattr(self, name)))
         if self.rounds < 1:
             raise ValueError(f"`rounds` must be at least 1, got {self.rounds}.")
         if self.init_from not in ("previous", "base"):
