@@ -23,6 +23,16 @@ def prompt_texts(tokenizer, prompts: list) -> list[str]:
     return [maybe_apply_chat_template({"prompt": prompt}, tokenizer)["prompt"] for prompt in prompts]
 
 
+def encode_prompts(tokenizer, prompts: list):
+    """`prompt_texts` tokenized as TRL's trainers tokenize them, padded on the tokenizer's `padding_side`.
+
+    A chat template already contains the special tokens the model expects; standard prompts get the tokenizer's own
+    (a BOS, for most models), as TRL's GRPOTrainer tokenizes them.
+    """
+    standard = all(isinstance(prompt, str) for prompt in prompts)
+    return tokenizer(prompt_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=standard)
+
+
 def prompt_preview(prompt) -> str:
     """The last user turn of a conversational prompt, or a standard prompt itself (for samples in the results)."""
     return prompt if isinstance(prompt, str) else prompt[-1]["content"]
@@ -40,12 +50,7 @@ def generate_greedy(model, tokenizer, prompts: list, max_new_tokens: int = 32, b
     completions: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
-            # A chat template already contains the special tokens the model expects; standard prompts get the
-            # tokenizer's own (a BOS, for most models), as TRL's GRPOTrainer tokenizes them.
-            standard = all(isinstance(prompt, str) for prompt in batch)
-            enc = tokenizer(prompt_texts(tokenizer, batch), return_tensors="pt", padding=True,
-                            add_special_tokens=standard).to(model.device)
+            enc = encode_prompts(tokenizer, prompts[start : start + batch_size]).to(model.device)
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,

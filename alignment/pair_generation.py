@@ -34,7 +34,7 @@ def sample_completions(model, tokenizer, prompts: Sequence, *, num_samples: int,
                        temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 8,
                        seed: int | None = None) -> list[list[str]]:
     """``num_samples`` sampled completions (text of the new tokens) for each prompt; ``[len(prompts)][num_samples]``."""
-    from .evaluation import prompt_texts
+    from .evaluation import encode_prompts
 
     if num_samples < 2:
         raise ValueError(f"`num_samples` must be at least 2 to form pairs, got {num_samples}.")
@@ -45,10 +45,7 @@ def sample_completions(model, tokenizer, prompts: Sequence, *, num_samples: int,
     completions: list[list[str]] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start : start + batch_size])
-            standard = all(isinstance(prompt, str) for prompt in batch)  # special tokens as TRL adds them
-            enc = tokenizer(prompt_texts(tokenizer, batch), return_tensors="pt", padding=True,
-                            add_special_tokens=standard).to(model.device)
+            enc = encode_prompts(tokenizer, list(prompts[start : start + batch_size])).to(model.device)
             out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=None,
                                  max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
