@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from alignment.domain_weights import (
+from alignment.domain_rules import (
     DomainWeightState,
     average_domain_weights,
     domain_sums,

@@ -32,9 +32,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .registry_utils import lookup, reject_unknown
-from .data.answers import _NUMBER, _after_last_marker, _completion_text, _last_boxed, _strip_special_tokens
-from .data.answers import accuracy_reward as _accuracy_reward
+from ..registry_utils import lookup, reject_unknown
+from ..data.answers import _NUMBER, _after_last_marker, _completion_text, _last_boxed, _strip_special_tokens
+from ..data.answers import accuracy_reward as _accuracy_reward
 
 RewardFn = Callable[..., list[float]]
 
@@ -500,6 +500,3 @@ class GradientRewardWeighting:
         self._pending = int(state_dict["pending"])
         self.last_influence = state_dict["last_influence"].clone().to(torch.float64)
 
-
-# Registers `math_verify_reward` (its own module: it needs the optional `math-verify` package only when called).
-from . import math_reward  # noqa: E402,F401

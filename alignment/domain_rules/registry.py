@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .registry_utils import describe_hparams, lookup, reject_unknown
+from ..registry_utils import describe_hparams, lookup, reject_unknown
 
 UpdateFn = Callable[..., torch.Tensor]
 
@@ -429,7 +429,7 @@ def velocitune(
 
 
 def _check_cooldown(*, high_temperature: float, low_temperature: float, switch_step: int | None) -> None:
-    from .mixtures import CooldownSchedule
+    from ..mixtures import CooldownSchedule
 
     if switch_step is None:
         raise ValueError("cooldown: set `switch_step`, the update step from which `low_temperature` applies (the "
@@ -453,7 +453,7 @@ def cooldown(
     ``low_temperature`` from it on (paper: τ=5 for the first half, then τ=1). Input ``sizes`` [K]: the domains'
     sizes n_i. A schedule, not feedback: the current ``weights`` only fix K. See `alignment.mixtures.CooldownSchedule`.
     """
-    from .mixtures import CooldownSchedule
+    from ..mixtures import CooldownSchedule
 
     if len(sizes) != weights.numel():
         raise ValueError(f"cooldown: `sizes` must have one entry per domain ({weights.numel()}), got {len(sizes)}.")
