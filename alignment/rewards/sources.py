@@ -53,7 +53,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..registry_utils import reject_unknown
+from ..registry import reject_unknown
+from .registry import RewardFunction, get_reward_function, list_rewards
 
 VALID_FORMS = (
     "a registered reward name ({names}); an import path `pkg.module.fn` or `pkg.module:fn`; a file "
@@ -301,8 +302,6 @@ def check_reward_sources(specs: Sequence[str], reward_kwargs: Mapping[str, Mappi
 
 
 def _resolve(spec: str, kwargs: Mapping[str, Any], load_models: bool):
-    from .registry import get_reward_function, list_rewards
-
     if not isinstance(spec, str) or not spec.strip():
         raise RewardResolutionError(f"A reward must be a non-empty string, got {spec!r}. It is "
                                     + VALID_FORMS.format(names=", ".join(list_rewards())) + ".")
@@ -338,8 +337,6 @@ def check_reward(reward: Callable, example: Mapping[str, Any] | None = None) -> 
     or does not return one float (or None) per completion."""
     from transformers import TrainerState
     from trl.data_utils import is_conversational
-
-    from .registry import RewardFunction
 
     name = getattr(reward, "__name__", repr(reward))
     if example is None:
