@@ -328,7 +328,7 @@ class DomainReweightingArguments:
         default=None,
         metadata={
             "help": "Update rule for the domain weights, from `alignment.domain_rules.list_domain_updates()` "
-            "(`doremi`, `doge`, `velocitune`, `cooldown`), or `static` to keep the initial weights fixed. Weights are "
+            "(`doremi`, `doge`, `velocitune`, `cooldown`, `group_dro`), or `static` to keep the initial weights fixed. Weights are "
             "updated at every optimizer step from the per-domain training losses (DoGE: gradients) of all processes, "
             "logged as `domain_weight/<name>`, "
             "saved in checkpoints and written to `output_dir/domain_weights.json` at the end. Unset: off."

@@ -286,3 +286,47 @@ def test_bad_hyper_parameters_and_inputs():
                               target_losses=[1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="non-negative integer"):
         update_domain_weights("doremi", W, step=-1, excess_loss=torch.zeros(3))
+
+
+# --------------------------------------------------------------------------------------------------- Group DRO
+
+
+def _group_dro_official(adv_probs, group_loss, step_size):
+    # kohpangwei/group_DRO, loss.py, LossComputer.compute_robust_loss (no `adj`, no `normalize_loss`), transcribed:
+    #     self.adv_probs = self.adv_probs * torch.exp(self.step_size*adjusted_loss.data)
+    #     self.adv_probs = self.adv_probs/(self.adv_probs.sum())
+    adv_probs = [p * math.exp(step_size * loss) for p, loss in zip(adv_probs, group_loss)]
+    return [p / sum(adv_probs) for p in adv_probs]
+
+
+def test_group_dro_matches_the_official_update_over_several_steps():
+    losses = [[0.5, 2.0, 1.0], [0.4, 1.8, 1.2], [0.3, 1.9, 0.8], [0.6, 2.2, 0.9]]
+    for step_size in (0.01, 0.5):
+        state = DomainWeightState(torch.tensor([1 / 3] * 3))
+        expected = [1 / 3] * 3
+        worst = []
+        for step, step_losses in enumerate(losses):
+            state.record(update_domain_weights("group_dro", state.weights, step=step, losses=torch.tensor(step_losses),
+                                               step_size=step_size))
+            expected = _group_dro_official(expected, step_losses, step_size)
+            _close(state.weights, expected)
+            worst.append(state.weights[1].item())
+        # group 1 has the highest loss at every step: its weight grows every step and is the largest
+        assert all(later > earlier for earlier, later in zip([1 / 3, *worst], worst))
+        assert state.weights.argmax().item() == 1
+    # first step by hand: q ∝ exp(0.5 · [0.5, 2.0, 1.0])
+    first = update_domain_weights("group_dro", torch.full((3,), 1 / 3), step=0, losses=torch.tensor(losses[0]),
+                                  step_size=0.5)
+    _close(first, _normalize([math.exp(0.25), math.exp(1.0), math.exp(0.5)]))
+    assert get_domain_update("group_dro").hparams == {"step_size": 0.01}
+
+
+def test_group_dro_absent_domain_counts_as_zero_loss_and_bad_step_size_fails():
+    W = torch.tensor([0.5, 0.3, 0.2])
+    new = update_domain_weights("group_dro", W, step=0, losses=torch.tensor([math.nan, 1.0, 2.0]), step_size=0.5)
+    _close(new, _group_dro_official(W.tolist(), [0.0, 1.0, 2.0], 0.5))  # the code's group average of no rows is 0
+    for bad in (0.0, -0.1, math.inf, True):
+        with pytest.raises(ValueError, match="step_size"):
+            validate_domain_update("group_dro", step_size=bad)
+    with pytest.raises(ValueError, match="does not take"):
+        validate_domain_update("group_dro", eta=1.0)
