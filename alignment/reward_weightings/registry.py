@@ -29,7 +29,8 @@ class RewardWeightingSpec(Spec):
 
     multi_objective: bool = True  # balances several rewards: a run needs at least two
     updated_by: str | None = None  # what moves the weights: nothing, each evaluation's mean rewards, or gradients
-    check: Callable[..., None] | None = None  # validates hyper-parameter values (called with all of them, defaults filled)
+    # validates hyper-parameter values (called with all of them, defaults filled)
+    check: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
         require_bool("multi_objective", self.multi_objective)
