@@ -327,8 +327,8 @@ class DomainReweightingArguments:
     domain_reweighting: str | None = field(
         default=None,
         metadata={
-            "help": "Update rule for the domain weights, from `alignment.domain_weights.list_domain_updates()` "
-            "(`doremi`, `doge`, `velocitune`, `cooldown`), or `static` to keep the initial weights fixed. Weights are "
+            "help": "Update rule for the domain weights, from `alignment.domain_rules.list_domain_updates()` "
+            "(`doremi`, `doge`, `velocitune`, `cooldown`, `group_dro`), or `static` to keep the initial weights fixed. Weights are "
             "updated at every optimizer step from the per-domain training losses (DoGE: gradients) of all processes, "
             "logged as `domain_weight/<name>`, "
             "saved in checkpoints and written to `output_dir/domain_weights.json` at the end. Unset: off."
@@ -578,7 +578,7 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy_reward"],
         metadata={
-            "help": "Rewards (`alignment.reward_sources`): a registered name (`accuracy_reward`, `math_verify_reward`, "
+            "help": "Rewards (`alignment.rewards.sources`): a registered name (`accuracy_reward`, `math_verify_reward`, "
             "...), an import path `pkg.module.fn` / `pkg.module:fn`, a file `path/to/file.py:fn`, or a reward model "
             "(directory or Hub id of a num_labels=1 sequence classifier). Several are summed with `reward_weights`."
         },
@@ -680,7 +680,7 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         self.loss_type = resolve_loss_type(self.advantage_estimator, self.loss_type, default=_TRL_GRPO_LOSS_TYPE)
-        from .reward_sources import check_reward_sources
+        from .rewards.sources import check_reward_sources
 
         check_reward_sources(self.reward_funcs, self.reward_kwargs)  # a bad reward fails before any model loads
         super().__post_init__()

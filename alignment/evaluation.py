@@ -90,14 +90,14 @@ def evaluate_answers(model, tokenizer, dataset, max_new_tokens: int = 32, batch_
                      rewards: list | None = None) -> dict[str, Any]:
     """Greedy generations on the held-out ``dataset`` (a `prompt` column, string or conversational), scored by rewards.
 
-    ``rewards``: callables with TRL's reward signature (`alignment.reward_sources.resolve_rewards`; a reward model is
+    ``rewards``: callables with TRL's reward signature (`alignment.rewards.sources.resolve_rewards`; a reward model is
     moved to the model's device); default: the task suite's final-answer check (`accuracy_reward`, `answer` column).
     Every reward is averaged per `domain` (when the column exists) and over ``all``, leaving out completions it
     returns None for. Returns ``{"rewards": {name: {domain: mean}}, "accuracy": <the first reward's means>, "count":
     {domain: prompts}, "samples": [two per domain, with every reward's score], "seconds": float}``; for a 0/1 verifier
     ``accuracy`` is the pass rate.
     """
-    from .reward_sources import RewardModelReward, call_reward
+    from .rewards.sources import RewardModelReward, call_reward
 
     if "prompt" not in dataset.column_names:
         raise ValueError(f"The evaluation dataset needs a `prompt` column; it has {dataset.column_names}.")
@@ -146,7 +146,7 @@ def prepare_evaluation(tokenizer, dataset, reward_specs: list[str] | None = None
     the same strings as GRPO's `reward_funcs`; default `default_eval_rewards`) is resolved and called once on it: a
     layout, a column or a reward that the evaluation cannot use fails now, not after training.
     """
-    from .reward_sources import resolve_rewards
+    from .rewards.sources import resolve_rewards
 
     if "prompt" not in dataset.column_names:
         raise ValueError(f"The evaluation dataset needs a `prompt` column; it has {dataset.column_names}.")

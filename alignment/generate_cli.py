@@ -110,7 +110,7 @@ def generate_main(argv: list[str] | None = None) -> dict:
     from .models import resolve_model_name_or_path
     from .pair_generation import build_pairs, sample_completions, sample_completions_vllm, score_completions
     from .script_utils import load_tokenizer, parse_recipe
-    from .reward_sources import RewardModelReward, check_reward_sources, resolve_rewards
+    from .rewards.sources import RewardModelReward, check_reward_sources, resolve_rewards
 
     args, *_, recipe = parse_recipe((PairGenerationArguments,), argv)  # (args, [the parser's leftovers,] recipe)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

@@ -89,10 +89,10 @@ def score_completions(reward_funcs: Sequence[Callable], prompts: Sequence, compl
     """Weighted reward of every completion, ``[len(prompts)][K]``; NaN where no reward applies.
 
     Each reward sees flat lists, as in a GRPO step: every prompt and each dataset column repeated once per completion
-    (`alignment.reward_sources.call_reward`: conversational completions for conversational prompts, ``completion_ids``
+    (`alignment.rewards.sources.call_reward`: conversational completions for conversational prompts, ``completion_ids``
     re-tokenized with ``tokenizer``).
     """
-    from .reward_sources import call_reward
+    from .rewards.sources import call_reward
 
     weights = [1.0] * len(reward_funcs) if weights is None else list(weights)
     if len(weights) != len(reward_funcs):

@@ -457,3 +457,23 @@ def test_group_rl_upweight_scales_advantages_and_records_negative_rewards(tiny_m
 def test_group_rl_rejects_upsampling(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="upweight"):
         _group_rl_trainer(tiny_model_dir, tmp_path, domain_reweighting="static", domain_reweighting_mode="upsample")
+
+
+# ------------------------------------------------------------------------------------------------ Group DRO
+def test_group_dro_recipe_moves_the_weights_by_the_official_update_on_the_logged_losses(tiny_model_dir, tmp_path):
+    out = tmp_path / "group-dro"
+    trainer, _ = cli.sft_main(["--config", str(ROOT / "recipes/tiny/group-dro.yaml"), "--model_name_or_path",
+                               tiny_model_dir, "--output_dir", str(out), "--max_steps", "3",
+                               "--eval_after_training", "false", "--domain_reweighting_kwargs", '{"step_size": 1.0}'])
+    summary = json.loads((out / "domain_weights.json").read_text())
+    assert summary["rule"] == "group_dro" and summary["num_updates"] == 3
+    names = trainer.domain_weights.domain_names
+    losses = [[entry[f"domain_loss/{name}"] for name in names] for entry in logged(trainer, "domain_loss/")]
+    history = trainer.domain_weights.history
+    assert len(losses) == 3 and len(history) == 4
+    for before, step_losses, after in zip(history, losses, history[1:]):
+        # kohpangwei/group_DRO loss.py: adv_probs * exp(step_size * group_loss), normalised (step_size 1 here)
+        expected = before * torch.exp(torch.tensor(step_losses, dtype=torch.float64))
+        torch.testing.assert_close(after, expected / expected.sum(), rtol=1e-5, atol=1e-6)
+        worst = max(range(len(names)), key=lambda i: step_losses[i])
+        assert after[worst] > before[worst]  # the highest-loss domain gains weight

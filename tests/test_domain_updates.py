@@ -6,17 +6,16 @@ import math
 import pytest
 import torch
 
-from alignment.domain_weights import (
+from alignment.domain_rules import (
     DomainWeightState,
-    average_domain_weights,
-    domain_sums,
+    clipped_excess_loss,
     get_domain_update,
     list_domain_updates,
-    per_domain_excess_loss,
     register_domain_update,
     update_domain_weights,
     validate_domain_update,
 )
+from alignment.trainers.domain_reweighting import OnlineDomainWeights
 
 
 def _normalize(values):
@@ -88,13 +87,22 @@ def test_per_domain_excess_loss_clips_per_token_then_averages():
     policy = torch.tensor([[2.0, 1.0], [3.0, 9.0], [4.0, 1.0]])
     ref = torch.tensor([[1.0, 2.0], [1.0, 5.0], [1.0, 1.0]])
     mask = torch.tensor([[1, 1], [1, 0], [1, 1]])
-    scores = per_domain_excess_loss(policy, ref, torch.tensor([0, 1, 0]), 3, mask=mask)
-    assert scores[:2].tolist() == pytest.approx([1.0, 2.0])
-    assert math.isnan(scores[2])
-    sums, counts = domain_sums(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2, 2, 0]), 3)
-    assert sums.tolist() == [3.0, 0.0, 3.0] and counts.tolist() == [1.0, 0.0, 2.0]
-    with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        domain_sums(torch.tensor([1.0]), torch.tensor([3]), 3)
+    # What the SFT trainer records with a DoReMi reference model: per-token clipped excess, summed per example, then
+    # summed per domain over the step and divided by the domain's token count (`OnlineDomainWeights`).
+    excess = clipped_excess_loss(policy, ref, mask)
+    assert excess.tolist() == [[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]
+    online = OnlineDomainWeights(["a", "b", "c"], torch.full((3,), 1 / 3), torch.full((3,), 1 / 3))
+    online.record(torch.tensor([0, 1, 0]), excess.sum(-1), mask.sum(-1))
+    metrics = online.step_end()
+    assert [metrics[f"domain_loss/{d}"] for d in "ab"] == pytest.approx([1.0, 2.0])
+    # domain 2 absent: no count, and its score stays the previous one (0 before any), as in DoReMi's code
+    assert metrics["domain_count/c"] == 0.0 and metrics["domain_loss/c"] == 0.0
+    # per-domain sums and counts: example values summed per domain, ids outside 0..K-1 (eval-only domains) ignored
+    online.record(torch.tensor([2, 2, 0]), torch.tensor([1.0, 2.0, 3.0]))
+    online.record(torch.tensor([3]), torch.tensor([5.0]))
+    metrics = online.step_end()
+    assert [metrics[f"domain_count/{d}"] for d in "abc"] == [1.0, 0.0, 2.0]
+    assert [metrics[f"domain_loss/{d}"] for d in "abc"] == pytest.approx([3.0, 2.0, 1.5])  # b: its previous loss
 
 
 # -------------------------------------------------------------------------------------------------------- DoGE
@@ -176,7 +184,8 @@ def test_weights_stay_a_distribution_over_many_steps():
     for name, make_inputs in cases.items():
         state = DomainWeightState.uniform(k)
         for _ in range(200):
-            weights = state.update(name, **make_inputs())
+            state.record(update_domain_weights(name, state.weights, step=state.step, **make_inputs()))
+            weights = state.weights
             assert (weights >= 0).all() and abs(weights.sum().item() - 1) < 1e-5, name
         if name == "doremi":
             assert weights.min() >= 1e-3 / k * (1 - 1e-6)  # the smoothing floor eps / K
@@ -191,8 +200,6 @@ def test_state_average_is_mean_of_updated_weights_and_round_trips():
     for w in ([0.2, 0.8], [0.6, 0.4], [0.1, 0.9]):
         state.record(torch.tensor(w))
     _close(state.average, [0.3, 0.7])
-    _close(average_domain_weights([torch.tensor([0.2, 0.8]), torch.tensor([0.6, 0.4]), torch.tensor([0.1, 0.9])]),
-           [0.3, 0.7])
     assert state.step == 3 and state.weights.tolist() == pytest.approx([0.1, 0.9])
     assert state.as_dict() == pytest.approx({"code": 0.1, "math": 0.9})
     state.buffers["excess_loss"] = torch.tensor([0.3, 0.1])
@@ -227,7 +234,7 @@ def test_state_update_passes_the_step():
 
     state = DomainWeightState.uniform(3)
     for _ in range(3):
-        state.update("_test_step_recorder")
+        state.record(update_domain_weights("_test_step_recorder", state.weights, step=state.step))
     assert seen == [0, 1, 2]
 
 
@@ -279,3 +286,47 @@ def test_bad_hyper_parameters_and_inputs():
                               target_losses=[1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="non-negative integer"):
         update_domain_weights("doremi", W, step=-1, excess_loss=torch.zeros(3))
+
+
+# --------------------------------------------------------------------------------------------------- Group DRO
+
+
+def _group_dro_official(adv_probs, group_loss, step_size):
+    # kohpangwei/group_DRO, loss.py, LossComputer.compute_robust_loss (no `adj`, no `normalize_loss`), transcribed:
+    #     self.adv_probs = self.adv_probs * torch.exp(self.step_size*adjusted_loss.data)
+    #     self.adv_probs = self.adv_probs/(self.adv_probs.sum())
+    adv_probs = [p * math.exp(step_size * loss) for p, loss in zip(adv_probs, group_loss)]
+    return [p / sum(adv_probs) for p in adv_probs]
+
+
+def test_group_dro_matches_the_official_update_over_several_steps():
+    losses = [[0.5, 2.0, 1.0], [0.4, 1.8, 1.2], [0.3, 1.9, 0.8], [0.6, 2.2, 0.9]]
+    for step_size in (0.01, 0.5):
+        state = DomainWeightState(torch.tensor([1 / 3] * 3))
+        expected = [1 / 3] * 3
+        worst = []
+        for step, step_losses in enumerate(losses):
+            state.record(update_domain_weights("group_dro", state.weights, step=step, losses=torch.tensor(step_losses),
+                                               step_size=step_size))
+            expected = _group_dro_official(expected, step_losses, step_size)
+            _close(state.weights, expected)
+            worst.append(state.weights[1].item())
+        # group 1 has the highest loss at every step: its weight grows every step and is the largest
+        assert all(later > earlier for earlier, later in zip([1 / 3, *worst], worst))
+        assert state.weights.argmax().item() == 1
+    # first step by hand: q ∝ exp(0.5 · [0.5, 2.0, 1.0])
+    first = update_domain_weights("group_dro", torch.full((3,), 1 / 3), step=0, losses=torch.tensor(losses[0]),
+                                  step_size=0.5)
+    _close(first, _normalize([math.exp(0.25), math.exp(1.0), math.exp(0.5)]))
+    assert get_domain_update("group_dro").hparams == {"step_size": 0.01}
+
+
+def test_group_dro_absent_domain_counts_as_zero_loss_and_bad_step_size_fails():
+    W = torch.tensor([0.5, 0.3, 0.2])
+    new = update_domain_weights("group_dro", W, step=0, losses=torch.tensor([math.nan, 1.0, 2.0]), step_size=0.5)
+    _close(new, _group_dro_official(W.tolist(), [0.0, 1.0, 2.0], 0.5))  # the code's group average of no rows is 0
+    for bad in (0.0, -0.1, math.inf, True):
+        with pytest.raises(ValueError, match="step_size"):
+            validate_domain_update("group_dro", step_size=bad)
+    with pytest.raises(ValueError, match="does not take"):
+        validate_domain_update("group_dro", eta=1.0)

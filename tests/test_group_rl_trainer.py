@@ -392,7 +392,7 @@ def test_reward_wrappers_keep_name_async_and_pickling():
 
     from trl.trainer.utils import is_async_callable
 
-    from alignment.reward_checks import checked_reward_funcs
+    from alignment.rewards.checks import checked_reward_funcs
     from alignment.rewards import get_reward_function
 
     async def async_nan(completions, **kwargs):

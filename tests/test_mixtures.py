@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from alignment.configs import AlignmentScriptArguments, ShareMixtureConfig
 from alignment.data_loading import load_recipe_datasets
-from alignment.domain_weights import update_domain_weights
+from alignment.domain_rules import update_domain_weights
 from alignment.mixtures import (
     CooldownSchedule,
     build_share_mixture,

@@ -1,4 +1,4 @@
-"""Rewards from anywhere (`alignment.reward_sources`) and the math-verify reward (`alignment.math_reward`).
+"""Rewards from anywhere (`alignment.rewards.sources`) and the math-verify reward (`alignment.rewards.math_verify`).
 
 Expected values are written by hand or computed here with the model itself, never read back from the code under test.
 """
@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from alignment.configs import GroupRLConfig
 from alignment.data import load_task_suite
-from alignment.reward_sources import (
+from alignment.rewards.sources import (
     RewardModelReward,
     RewardResolutionError,
     SourcedReward,

@@ -6,20 +6,22 @@ import pickle
 import pytest
 import torch
 
-from alignment.rewards import (
+from alignment.reward_weightings import (
     FixedRewardWeighting,
     GradientRewardWeighting,
     HypervolumeRewardWeighting,
-    get_reward_function,
-    get_reward_spec,
     gradient_weight_update,
-    hypervolume,
     hypervolume_contribution,
     hypervolume_meta_reward,
-    list_rewards,
     objective_influence,
-    register_reward,
     scalarize_rewards,
+)
+from alignment.reward_weightings.hypervolume import hypervolume
+from alignment.rewards import (
+    get_reward_function,
+    get_reward_spec,
+    list_rewards,
+    register_reward,
     soft_overlong_penalty,
     validate_reward,
 )

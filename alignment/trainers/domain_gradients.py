@@ -1,6 +1,6 @@
 """Per-domain gradients for DoGE online (Fan, Pagliardini, Jaggi, ICML 2024, arXiv 2310.15393).
 
-DoGE's update (`alignment.domain_weights.doge`) needs, at every optimizer step, the gradient of each training
+DoGE's update (`alignment.domain_rules.doge`) needs, at every optimizer step, the gradient of each training
 domain's mean loss, g_i = ∇_θ (1/n_i) Σ_{x∈domain i} ℓ(x), flattened to a vector: ``grads`` [K, P].
 `DomainGradients` computes them next to the normal training step without changing it:
 

@@ -1,6 +1,6 @@
 """Online domain reweighting for any of our trainers: per-domain losses -> update rule -> sampler or loss weights.
 
-Methods (formulas in `alignment.domain_weights`, which holds the update rules; see docs/domain-reweighting.md):
+Methods (formulas in `alignment.domain_rules`, which holds the update rules; see docs/domain-reweighting.md):
 - DoReMi (Xie et al., NeurIPS 2023, arXiv 2305.10429): exponentiated-gradient steps on the clipped excess loss of
   each domain against a reference model; the output is the weights averaged over steps.
 - Velocitune (Luo et al., ACL 2025, arXiv 2411.14318): weights follow each domain's normalised remaining gap to a
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..domain_weights import (
+from ..domain_rules import (
     DomainWeightState,
     get_domain_update,
     list_domain_updates,
@@ -117,7 +117,7 @@ class OnlineDomainWeights:
         domain_names: the K domains, in id order.
         data_shares: ``[K]`` share of each domain in the training data (what a uniform random sampler draws).
         initial_weights: ``[K]`` starting weights (normalised here).
-        rule: a name from `alignment.domain_weights.list_domain_updates()`, or ``"static"`` (never update).
+        rule: a name from `alignment.domain_rules.list_domain_updates()`, or ``"static"`` (never update).
         rule_kwargs: the rule's hyper-parameters.
         reference_losses: ``[K]`` per-domain reference (DoReMi's ``ref_losses``) / target (Velocitune's
             ``target_losses``) losses, if given.
@@ -238,7 +238,7 @@ class OnlineDomainWeights:
         return metrics
 
     def rule_inputs(self) -> dict[str, torch.Tensor | None]:
-        """What the online loop knows, under the input names of `alignment.domain_weights` rules."""
+        """What the online loop knows, under the input names of `alignment.domain_rules` rules."""
         if self.records_excess:
             return {"excess_loss": self.last_losses, "sizes": self.sizes}
         return {"losses": self.last_losses, "ref_losses": self.reference_losses,

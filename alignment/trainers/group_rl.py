@@ -38,7 +38,7 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from ..advantages import compute_advantages, get_advantage_estimator, resolve_loss_type, validate_advantage_estimator
-from ..reward_sources import trl_reward_funcs
+from ..rewards.sources import trl_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
 from .dynamic_sampling import check_group_filter, check_refill_dataset, filtered_generation
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
@@ -101,9 +101,9 @@ _SURROGATE_CONFLICTS = {
 
 def resolve_reward_funcs(names: list[str], reward_kwargs: dict[str, dict],
                          example: dict | None = None) -> list[Callable]:
-    """Reward callables for a recipe's `reward_funcs` strings (`alignment.reward_sources.resolve_rewards`: registry
+    """Reward callables for a recipe's `reward_funcs` strings (`alignment.rewards.sources.resolve_rewards`: registry
     names, import paths, files, reward models), each called once on ``example`` (or a dummy one)."""
-    from ..reward_sources import resolve_rewards
+    from ..rewards.sources import resolve_rewards
 
     return resolve_rewards(names, reward_kwargs, example)
 
@@ -112,7 +112,7 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
     """A `trl.GRPOTrainer` whose advantages come from `alignment.advantages` (selected by `args.advantage_estimator`).
 
     Reward functions: the `reward_funcs` argument (callables or Hub ids, as in TRL) or, when omitted, the strings in
-    `args.reward_funcs` (registry names, import paths, files, reward models: `alignment.reward_sources`), each called
+    `args.reward_funcs` (registry names, import paths, files, reward models: `alignment.rewards.sources`), each called
     once on the first training example. See the module docstring for what differs from the parent.
     """
 
@@ -138,7 +138,7 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         funcs, reward_tokenizers = trl_reward_funcs(given)
         if reward_tokenizers is not None:
             kwargs.setdefault("reward_processing_classes", reward_tokenizers)
-        from ..reward_checks import checked_reward_funcs
+        from ..rewards.checks import checked_reward_funcs
 
         reward_funcs = funcs = checked_reward_funcs(funcs)  # NaN/inf scores: an error naming the function
         check_reward_weighting_config(args, len(funcs))

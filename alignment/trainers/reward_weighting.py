@@ -2,7 +2,8 @@
 Alignment Through Dynamic Reward Weighting", arXiv 2509.11452), as a mixin of `GroupRLTrainer`.
 
 The K rewards of a run (`reward_funcs`) are scalarised ``r = Σ_k w_k r_k`` before the advantage estimator sees them.
-`args.reward_weighting` picks how ``w`` evolves (the weight objects live in `alignment.rewards`):
+`args.reward_weighting` picks how ``w`` evolves (the registry and weight objects live in
+`alignment.reward_weightings`):
 
 * ``fixed``: TRL's `reward_weights`, constant.
 * ``gradient`` (method (b)): at every generation batch, before its advantages are computed, each objective's policy
@@ -22,74 +23,36 @@ Weights are logged every step as ``reward_weight/<reward>`` (and ``reward_influe
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from trl.models.utils import disable_gradient_checkpointing
 
 from ..advantages import compute_advantages
-from ..registry_utils import lookup, reject_unknown
-from ..rewards import FixedRewardWeighting, GradientRewardWeighting, HypervolumeRewardWeighting
+from ..reward_weightings import REWARD_WEIGHTINGS, build_reward_weighting
 from .checkpoint_files import load_per_process_state, save_per_process_state
 
 STATE_NAME = "reward_weighting.pt"
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
-def _fixed(args, names, weights):
-    return FixedRewardWeighting(weights, names=names)
-
-
-def _gradient(args, names, weights):
-    kwargs = args.reward_weighting_kwargs
-    total = float(sum(weights))
-    if total <= 0:
-        raise ValueError(f"`reward_weights` {list(weights)} sum to 0; `gradient` weighting needs a distribution.")
-    return GradientRewardWeighting([w / total for w in weights], names=names,
-                                   regularization=kwargs.get("regularization", 1e-5),
-                                   accumulation_steps=kwargs.get("accumulation_steps", 1))
-
-
-def _hypervolume(args, names, weights):
-    kwargs = args.reward_weighting_kwargs
-    return HypervolumeRewardWeighting(weights, reference_point=kwargs.get("reference_point"),
-                                      maximize=kwargs.get("maximize"), names=names)
-
-
-# name -> (builder, accepted `reward_weighting_kwargs` keys)
-_REWARD_WEIGHTINGS: dict[str, tuple[Callable, tuple[str, ...]]] = {
-    "fixed": (_fixed, ()),
-    "gradient": (_gradient, ("regularization", "accumulation_steps", "layers")),
-    "hypervolume": (_hypervolume, ("reference_point", "maximize")),
-}
-
-
 def check_reward_weighting_config(args, num_rewards: int) -> None:
     """Start-up checks of `reward_weighting` / `reward_weighting_kwargs` (names, keys, needed settings)."""
-    _, accepted = lookup(_REWARD_WEIGHTINGS, args.reward_weighting, "reward_weighting")
-    reject_unknown(args.reward_weighting_kwargs, accepted,
-                   f"`reward_weighting: {args.reward_weighting}` (its `reward_weighting_kwargs`)",
-                   f"It takes {list(accepted) or 'nothing'}")
-    if args.reward_weighting == "fixed":
+    spec = REWARD_WEIGHTINGS.validate(args.reward_weighting, **args.reward_weighting_kwargs)
+    if not spec.multi_objective:
         return
     if num_rewards < 2:
         raise ValueError(f"`reward_weighting={args.reward_weighting!r}` balances several rewards, but `reward_funcs` "
                          f"has {num_rewards}; add objectives (e.g. `format_reward`) or use `fixed`.")
-    if args.reward_weighting == "hypervolume":
+    if spec.updated_by == "evaluation":
         if args.eval_strategy == "no":
-            raise ValueError("`reward_weighting: hypervolume` updates its meta-reward after each evaluation; set "
-                             "`eval_strategy` (e.g. `steps` with `eval_steps`) and give an eval dataset.")
+            raise ValueError(f"`reward_weighting: {args.reward_weighting}` updates its weights after each evaluation; "
+                             "set `eval_strategy` (e.g. `steps` with `eval_steps`) and give an eval dataset.")
         if _scale_invariant(args.advantage_estimator, args.advantage_kwargs):
-            raise ValueError(f"`reward_weighting: hypervolume` multiplies every reward by one meta-reward, which "
+            raise ValueError(f"`reward_weighting: {args.reward_weighting}` multiplies every reward by one meta-reward, which "
                              f"advantage_estimator {args.advantage_estimator!r} (with {args.advantage_kwargs}) "
                              "normalises away; it would change nothing. Use an estimator without std scaling (`dr_grpo`, "
                              "`rloo`, `remax`, or `grpo` with `scale_rewards: false`) or `reward_weighting: gradient`.")
-    if args.reward_weighting == "gradient":
-        layers = args.reward_weighting_kwargs.get("layers")
-        if layers is not None and (len(layers) != 2 or not all(isinstance(i, int) and i >= 0 for i in layers)
-                                   or layers[0] > layers[1]):
-            raise ValueError(f"`reward_weighting_kwargs.layers` must be [first, last] decoder-layer indices with "
-                             f"0 <= first <= last, got {layers!r}.")
 
 
 def _scale_invariant(estimator: str, kwargs: dict[str, Any]) -> bool:
@@ -128,10 +91,10 @@ class RewardWeightingMixin:
 
     def _init_reward_weighting(self) -> None:
         args = self.args
-        builder, _ = _REWARD_WEIGHTINGS[args.reward_weighting]
-        self.reward_weighter = builder(args, list(self.reward_func_names), self.reward_weights.tolist())
+        self.reward_weighter = build_reward_weighting(args.reward_weighting, self.reward_weights.tolist(),
+                                                      list(self.reward_func_names), **args.reward_weighting_kwargs)
         self._weighting_params: list[torch.nn.Parameter] = []
-        if args.reward_weighting == "gradient":
+        if REWARD_WEIGHTINGS.get(args.reward_weighting).updated_by == "gradients":
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 raise ValueError("`reward_weighting: gradient` takes per-objective gradients of unsharded parameters; "
                                  "it is not supported under DeepSpeed or FSDP. Use DDP or `hypervolume`.")

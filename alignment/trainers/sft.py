@@ -21,6 +21,7 @@ import torch
 from trl import SFTTrainer
 from trl.trainer.utils import add_fused_lm_head
 
+from ..domain_rules import clipped_excess_loss
 from .domain_reweighting import DomainReweightingMixin
 from .preference import ExtraColumnsCollator
 
@@ -108,7 +109,7 @@ class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
             return
         with torch.no_grad():
             reference_loss = -self._domain_reference(**inputs, fused_lm_head=True).log_probs
-        excess = (token_loss.detach() - reference_loss).clamp(min=0) * mask
+        excess = clipped_excess_loss(token_loss, reference_loss, mask)
         self.record_domain_losses(domain, excess.sum(-1), counts)
 
     def _log_sft_metrics(self, inputs, outputs) -> None:

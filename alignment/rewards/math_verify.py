@@ -33,8 +33,8 @@ from __future__ import annotations
 import re
 import threading
 
-from .data.answers import _completion_text
-from .rewards import _TRL_ARGUMENTS, register_reward
+from ..data.answers import _completion_text
+from .registry import _TRL_ARGUMENTS, register_reward
 
 INSTALL_HINT = "pip install 'alignment-toolkit[math]'"
 # A gold that already marks its math (a full solution, a boxed answer) is parsed as it is.
@@ -98,7 +98,7 @@ def math_verify_reward(completions, solution=None, answer=None, **kwargs) -> lis
 
     The gold is the ``solution`` column, or ``answer`` when there is no ``solution`` (TRL and open-r1 use
     ``solution``, the task suite ``answer``). Needs ``math-verify`` (``pip install 'alignment-toolkit[math]'``). See
-    `alignment.math_reward` for what differs from TRL's reward; for a gold in another column, a file reward
+    `alignment.rewards.math_verify` for what differs from TRL's reward; for a gold in another column, a file reward
     ``[math_verify_score(c, g) for c, g in zip(completions, my_column)]`` does it.
     """
     _math_verify()  # a missing package fails at the start-up check, not in the first step

@@ -53,7 +53,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .registry_utils import reject_unknown
+from ..registry import reject_unknown
+from .registry import RewardFunction, get_reward_function, list_rewards
 
 VALID_FORMS = (
     "a registered reward name ({names}); an import path `pkg.module.fn` or `pkg.module:fn`; a file "
@@ -122,7 +123,7 @@ class RewardModelReward:
     def __call__(self, prompts=None, completions=None, **kwargs: Any) -> list[float]:
         import torch
 
-        from .reward_cli import score_sequences
+        from ..reward_cli import score_sequences
 
         if prompts is None or completions is None:
             raise ValueError(f"reward model {self.__name__!r} needs `prompts` and `completions`.")
@@ -264,7 +265,7 @@ def _reward_model(spec: str, kwargs: Mapping[str, Any], tried: list[str], load: 
     if not isinstance(getattr(torch, str(options["dtype"]), None), torch.dtype):
         raise ValueError(f"reward model {spec!r}: `dtype` must name a torch dtype (float32, bfloat16, float16), "
                          f"got {options['dtype']!r}.")
-    from .reward_cli import load_reward_model
+    from ..reward_cli import load_reward_model
 
     try:
         if not load:
@@ -301,8 +302,6 @@ def check_reward_sources(specs: Sequence[str], reward_kwargs: Mapping[str, Mappi
 
 
 def _resolve(spec: str, kwargs: Mapping[str, Any], load_models: bool):
-    from .rewards import get_reward_function, list_rewards
-
     if not isinstance(spec, str) or not spec.strip():
         raise RewardResolutionError(f"A reward must be a non-empty string, got {spec!r}. It is "
                                     + VALID_FORMS.format(names=", ".join(list_rewards())) + ".")
@@ -338,8 +337,6 @@ def check_reward(reward: Callable, example: Mapping[str, Any] | None = None) -> 
     or does not return one float (or None) per completion."""
     from transformers import TrainerState
     from trl.data_utils import is_conversational
-
-    from .rewards import RewardFunction
 
     name = getattr(reward, "__name__", repr(reward))
     if example is None:

@@ -1,0 +1,137 @@
+"""The registry of domain-weight update rules (DoReMi, DoGE, Velocitune, Cooldown): pure functions by name.
+
+A rule maps the current domain weights (a distribution over K domains) and this step's per-domain signals to new
+weights::
+
+    @register_domain_update("name", inputs=("losses",))
+    def my_rule(weights: Tensor, *, step: int, losses: Tensor, eta: float = 1.0) -> Tensor:
+        ...  # [K] new weights, non-negative, summing to 1
+
+``inputs`` names the per-step signals (per-domain losses, gradients, ...) the caller computes; every other
+keyword-only parameter with a default is a hyper-parameter, settable from a recipe and checked before training by
+`validate_domain_update`. Call rules through `update_domain_weights`, which checks names, shapes and that the
+weights stay a distribution. `DomainWeightState` (`alignment.domain_rules.state`) keeps the current weights, their
+running average (DoReMi and DoGE output the average, not the last weights) and the step, and is saved in checkpoints.
+
+One rule per module of this package (`doremi`, `doge`, `velocitune`, `cooldown`); the package's ``__init__`` imports
+them so that they register. The helpers at the end are the math several rules share.
+
+Unknown rule names, inputs or hyper-parameters fail with the valid names in the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..registry import Registry, Spec, reject_unknown
+from .state import check_distribution
+
+UpdateFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DomainUpdateSpec(Spec):
+    """What the registry knows about one update rule: the kernel's fields (``inputs`` are the per-step signals plus
+    ``step``), and ``check``, which validates hyper-parameter values (called with all of them, defaults filled)."""
+
+    check: Callable[..., None] | None = None
+
+    def __post_init__(self) -> None:
+        if "step" not in self.inputs:
+            raise ValueError(f"register_domain_update({self.name!r}): the rule must take a keyword-only `step`.")
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """The per-step signals the caller computes (per-domain losses, gradients, ...), ``step`` aside."""
+        return tuple(key for key in self.inputs if key != "step")
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The signals without a default: the rule cannot run without them."""
+        return tuple(key for key in self.required_inputs if key != "step")
+
+
+def _check_values(spec: DomainUpdateSpec, hparams: dict[str, Any]) -> None:
+    if spec.check is not None:
+        spec.check(**{**spec.hparams, **hparams})
+
+
+DOMAIN_UPDATES: Registry[DomainUpdateSpec] = Registry(
+    "domain-weight update rule", DomainUpdateSpec, inputs=("step",), validator=_check_values)
+
+
+def register_domain_update(
+    name: str, *, inputs: Sequence[str], check: Callable[..., None] | None = None
+) -> Callable[[UpdateFn], UpdateFn]:
+    """Register ``fn(weights, *, step, <inputs>, <hparams>) -> new_weights`` under ``name``.
+
+    ``inputs`` must be keyword-only parameters of ``fn``; the remaining keyword-only parameters with defaults are the
+    rule's hyper-parameters. ``check(**hparams)`` (optional) raises a ValueError for invalid hyper-parameter values.
+    """
+    return DOMAIN_UPDATES.register(name, inputs=inputs, check=check)
+
+
+def list_domain_updates() -> list[str]:
+    return DOMAIN_UPDATES.names()
+
+
+def get_domain_update(name: str) -> DomainUpdateSpec:
+    return DOMAIN_UPDATES.get(name)
+
+
+def _describe(spec: DomainUpdateSpec) -> str:
+    return f"inputs: {', '.join(spec.signals) or 'none'}; hyper-parameters: {spec.describe_hparams()}"
+
+
+def validate_domain_update(name: str, **hparams: Any) -> None:
+    """Check a rule name and its hyper-parameters (names and values) before training starts."""
+    DOMAIN_UPDATES.validate(name, **hparams)
+
+
+def update_domain_weights(name: str, weights: torch.Tensor, *, step: int, **inputs_and_hparams: Any) -> torch.Tensor:
+    """Apply the registered rule ``name`` to ``weights`` ([K], a distribution) at update step ``step`` (0-based).
+
+    ``inputs_and_hparams`` holds the rule's per-step inputs and any hyper-parameters to override (see
+    `list_domain_updates()` and each rule's docstring). Returns the new weights, [K], same dtype, summing to 1.
+    """
+    spec = get_domain_update(name)
+    reject_unknown(inputs_and_hparams, [*spec.signals, *spec.hparams], f"Domain-weight update rule {name!r}",
+                   f"Its {_describe(spec)}")
+    missing = [i for i in spec.required if inputs_and_hparams.get(i) is None]
+    if missing:
+        raise ValueError(f"Domain-weight update rule {name!r} needs the input(s) {missing}. Its {_describe(spec)}.")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"`step` must be a non-negative integer, got {step!r}.")
+    check_distribution(weights)
+    hparams = {k: v for k, v in inputs_and_hparams.items() if k in spec.hparams}
+    _check_values(spec, hparams)
+    with torch.no_grad():
+        new = spec.fn(weights.detach(), step=step, **inputs_and_hparams)
+    if new.shape != weights.shape:
+        raise RuntimeError(f"rule {name!r} returned shape {tuple(new.shape)}, expected {tuple(weights.shape)}")
+    check_distribution(new, f"weights returned by rule {name!r}")
+    return new.to(weights.dtype)
+
+
+# ---------------------------------------------------------------------------------- math several rules share
+
+
+def _as_domain_vector(value: Any, num_domains: int, what: str) -> torch.Tensor:
+    tensor = torch.as_tensor(value, dtype=torch.float64)
+    if tensor.shape != (num_domains,):
+        raise ValueError(f"`{what}` must have shape [K] = [{num_domains}] (one value per domain), got "
+                         f"{tuple(tensor.shape)}.")
+    return tensor
+
+
+def _smooth(weights: torch.Tensor, eps: float) -> torch.Tensor:
+    """Mix with the uniform distribution: (1 − ε)·w + ε/K."""
+    return (1.0 - eps) * weights + eps / weights.numel()
+
+
+def _exponentiated_step(weights: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """softmax(log w + scores): the multiplicative-weights / mirror-descent step, in log space for stability."""
+    return torch.softmax(torch.log(weights) + scores, dim=0)
