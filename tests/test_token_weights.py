@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from alignment.configs import PreferenceConfig
-from alignment.losses import (
-    PreferenceBatch,
-    compute_preference_loss,
+from alignment.losses import PreferenceBatch, compute_preference_loss
+from alignment.token_weightings import (
     compute_token_weights,
     get_token_weighting,
     list_token_weightings,

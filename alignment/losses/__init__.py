@@ -2,7 +2,8 @@
 
 Public entry points: `compute_preference_loss(name, batch, *, state=None, **hparams) -> (per_example_loss, metrics)`,
 `PreferenceBatch`, and `LossState` (the running state of stateful losses such as `beta_dpo`). Token weightings
-(`token_weights`: `tldr`, `entropy`) give the batch per-token weights that compose with any of these losses.
+(`alignment.token_weightings`: `tldr`, `entropy`) give the batch per-token weights that compose with any of these
+losses; their entry points are re-exported here for the callers that import them from this package.
 """
 
 from .batch import PreferenceBatch
@@ -15,7 +16,7 @@ from .registry import (
     register_preference_loss,
     validate_preference_loss,
 )
-from .token_weights import (
+from ..token_weightings import (
     TokenWeightingSpec,
     compute_token_weights,
     get_token_weighting,

@@ -1,0 +1,25 @@
+"""Token weightings, registered by name: per-token weights that compose with every preference loss.
+
+Public entry points: `compute_token_weights(name, logps, mask, *, entropy=None, **hparams) -> [B, T] weights`,
+`validate_token_weighting(name, **hparams)` (start-up check), `get_token_weighting` / `list_token_weightings`.
+"""
+
+from .registry import (
+    TokenWeightingSpec,
+    check_token_weighting_hparams,
+    compute_token_weights,
+    get_token_weighting,
+    list_token_weightings,
+    register_token_weighting,
+    validate_token_weighting,
+)
+
+__all__ = [
+    "TokenWeightingSpec",
+    "check_token_weighting_hparams",
+    "compute_token_weights",
+    "get_token_weighting",
+    "list_token_weightings",
+    "register_token_weighting",
+    "validate_token_weighting",
+]
