@@ -5,6 +5,7 @@ Public entry points: `compute_token_weights(name, logps, mask, *, entropy=None, 
 """
 
 from .registry import (
+    TOKEN_WEIGHTINGS,
     TokenWeightingSpec,
     check_token_weighting_hparams,
     compute_token_weights,
@@ -14,7 +15,11 @@ from .registry import (
     validate_token_weighting,
 )
 
+# Importing the modules registers their weightings.
+from . import entropy, tldr  # noqa: E402,F401  isort: skip
+
 __all__ = [
+    "TOKEN_WEIGHTINGS",
     "TokenWeightingSpec",
     "check_token_weighting_hparams",
     "compute_token_weights",
