@@ -178,6 +178,7 @@ _MISSING_MESSAGES: dict[str, str] = {
         "PreferenceTrainer requests them from the fused LM head automatically, other callers must fill them in."
     ),
 }
+
 # What validation puts in each field of an extra of each kind (a one-pair batch; per-token fields one token long).
 _DUMMY_FIELD: dict[str, Callable[[], torch.Tensor]] = {
     COLUMN: lambda: torch.zeros(1),
