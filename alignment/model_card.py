@@ -126,9 +126,9 @@ def _registry_summaries(registry: str | None) -> dict[str, str]:
 
         return {spec.name: spec.summary for spec in PREFERENCE_LOSSES}
     if registry == "estimator":
-        from .advantages.registry import _ADVANTAGE_ESTIMATORS
+        from .advantages.registry import ADVANTAGE_ESTIMATORS
 
-        return {name: spec.summary for name, spec in _ADVANTAGE_ESTIMATORS.items()}
+        return {spec.name: spec.summary for spec in ADVANTAGE_ESTIMATORS}
     return {}
 
 
