@@ -457,11 +457,11 @@ class PreferenceConfig(DomainReweightingArguments, DPOConfig):
     token_weighting: str | None = field(
         default=None,
         metadata={
-            "help": "Per-token weighting of the sequence log-probs, from `alignment.losses.list_token_weightings()`: "
-            "`tldr` (w = 1 + cos(pi p_t), hard tokens up-weighted) or `entropy` (w ∝ H_t^alpha, mean 1 per "
-            "sequence). It composes with any `loss_type`: policy and reference sums use the same weights. The logged "
-            "`rewards/*` and `logps/*` are then the weighted sums too (what the loss saw), not TRL's plain sums. "
-            "Unset: unweighted."
+            "help": "Per-token weighting of the sequence log-probs, from "
+            "`alignment.token_weightings.list_token_weightings()`: `tldr` (w = 1 + cos(pi p_t), hard tokens "
+            "up-weighted) or `entropy` (w ∝ H_t^alpha, mean 1 per sequence). It composes with any `loss_type`: "
+            "policy and reference sums use the same weights. The logged `rewards/*` and `logps/*` are then the "
+            "weighted sums too (what the loss saw), not TRL's plain sums. Unset: unweighted."
         },
     )
     token_weighting_kwargs: dict | str | None = field(

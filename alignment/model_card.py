@@ -122,13 +122,13 @@ _GROUP_RL = re.compile(r"^group-rl \((?P<name>[^)]+)\)$")
 def _registry_summaries(registry: str | None) -> dict[str, str]:
     """name -> the first line of its docstring, for the preference losses or the advantage estimators."""
     if registry == "loss":
-        from .losses.registry import _PREFERENCE_LOSSES
+        from .losses.registry import PREFERENCE_LOSSES
 
-        return {name: spec.summary for name, spec in _PREFERENCE_LOSSES.items()}
+        return {spec.name: spec.summary for spec in PREFERENCE_LOSSES}
     if registry == "estimator":
-        from .advantages.registry import _ADVANTAGE_ESTIMATORS
+        from .advantages.registry import ADVANTAGE_ESTIMATORS
 
-        return {name: spec.summary for name, spec in _ADVANTAGE_ESTIMATORS.items()}
+        return {spec.name: spec.summary for spec in ADVANTAGE_ESTIMATORS}
     return {}
 
 

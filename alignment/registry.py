@@ -108,6 +108,12 @@ class Registry(Generic[S]):
 
         return decorator
 
+    def unregister(self, name: str) -> S:
+        """Remove ``name`` and return its spec (a test that registers a throwaway entry removes it again, so the
+        family's listings stay as the package defines them)."""
+        self.get(name)  # an unknown name is the same error as in `get`
+        return self._specs.pop(name)
+
     def get(self, name: str) -> S:
         """The spec of ``name``; an unknown name is a ValueError listing the valid ones."""
         return lookup(self._specs, name, self.kind)

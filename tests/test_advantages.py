@@ -320,3 +320,101 @@ def test_output_is_detached_flat_and_keeps_dtype():
     rewards = torch.tensor([0.0, 1.0, 0.5, 0.5], dtype=torch.float64, requires_grad=True)
     out = compute_advantages("ngrpo", rewards, 2)
     assert out.shape == (4,) and out.dtype == torch.float64 and not out.requires_grad
+
+
+# ----------------------------------------------------------------------------- declared scale invariance
+def _probed_scale_invariance(name, kwargs):
+    """The numeric probe reward weighting used before `scale_invariant` was declared: same advantages for rewards and
+    3x the rewards (of order 100, so the estimators' small eps added to a std does not hide an invariance)."""
+    rewards = 100 * torch.tensor([0.0, 1.0, 0.25, 2.0, 1.0, 0.5], dtype=torch.float64)
+    inputs = {"completion_lengths": torch.tensor([3, 1, 2, 4, 2, 5]), "max_completion_length": 8,
+              "completion_mean_logps": torch.tensor([-1.0, -0.5, -2.0, -1.5, -0.7, -1.2])}
+    base = compute_advantages(name, rewards, 3, baseline_rewards=torch.tensor([50.0, 100.0]), **inputs, **kwargs)
+    scaled = compute_advantages(name, 3 * rewards, 3, baseline_rewards=torch.tensor([150.0, 300.0]), **inputs,
+                                **kwargs)
+    return torch.allclose(base, scaled, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, invariant",
+    [
+        ("grpo", {}, True),
+        ("grpo", {"scale_rewards": "batch"}, True),
+        ("grpo", {"scale_rewards": "none"}, False),
+        ("dr_grpo", {}, False),
+        ("drpo", {}, True),
+        ("hapo", {}, True),
+        ("hapo", {"scale_by_std": False}, False),
+        ("ngrpo", {}, False),
+        ("ngrpo", {"k": 0}, True),
+        ("remax", {}, False),
+        ("rloo", {}, False),
+    ],
+)
+def test_declared_scale_invariance_matches_the_numeric_probe(name, kwargs, invariant):
+    assert get_advantage_estimator(name).is_scale_invariant(kwargs) is invariant
+    assert _probed_scale_invariance(name, kwargs) is invariant
+
+
+def test_every_estimator_declares_scale_invariance():
+    for name in list_advantage_estimators():
+        assert isinstance(get_advantage_estimator(name).is_scale_invariant(), bool)
+    with pytest.raises(ValueError, match="declare `scale_invariant`"):
+        register_advantage_estimator("_undeclared_scale")(lambda rewards: rewards)
+    assert "_undeclared_scale" not in list_advantage_estimators()
+
+
+def test_hypervolume_weighting_is_refused_exactly_for_scale_invariant_configurations():
+    from types import SimpleNamespace
+
+    from alignment.trainers.reward_weighting import check_reward_weighting_config
+
+    def check(estimator, kwargs):
+        check_reward_weighting_config(SimpleNamespace(reward_weighting="hypervolume", reward_weighting_kwargs={},
+                                                      eval_strategy="steps", advantage_estimator=estimator,
+                                                      advantage_kwargs=kwargs), num_rewards=2)
+
+    for estimator, kwargs in [("grpo", {}), ("hapo", {}), ("ngrpo", {"k": 0})]:
+        with pytest.raises(ValueError, match="normalises away"):
+            check(estimator, kwargs)
+    for estimator, kwargs in [("grpo", {"scale_rewards": "none"}), ("dr_grpo", {}), ("rloo", {}), ("ngrpo", {})]:
+        check(estimator, kwargs)
+
+
+# ----------------------------------------------------------------------------- extending the family
+NEW_ESTIMATOR_FILE = '''
+"""A throwaway estimator: the whole of what a new method needs (plus its import line in the package __init__)."""
+
+import torch
+
+from alignment.advantages.registry import register_advantage_estimator
+
+
+@register_advantage_estimator("_test_max_baseline", scale_invariant=False)
+def max_baseline_advantages(rewards: torch.Tensor, *, offset: float = 0.0) -> torch.Tensor:
+    """Max-baseline test estimator: A_i = r_i - max_g r + offset."""
+    return rewards - rewards.max(dim=1, keepdim=True).values + offset
+'''
+
+
+def test_a_new_estimator_is_one_file(tmp_path):
+    import importlib.util
+
+    from alignment.advantages import ADVANTAGE_ESTIMATORS
+
+    path = tmp_path / "max_baseline.py"
+    path.write_text(NEW_ESTIMATOR_FILE)
+    module_spec = importlib.util.spec_from_file_location("_test_max_baseline_module", path)
+    try:
+        module_spec.loader.exec_module(importlib.util.module_from_spec(module_spec))  # what the __init__ import does
+        assert "_test_max_baseline" in list_advantage_estimators()
+        validate_advantage_estimator("_test_max_baseline", offset=0.5)
+        out = compute_advantages("_test_max_baseline", torch.tensor([0.0, 1.0, 2.0, 2.0]), 2, offset=0.5)
+        torch.testing.assert_close(out, torch.tensor([-0.5, 0.5, 0.5, 0.5]))
+        with pytest.raises(ValueError, match=r"does not take \['offsett'\].*offset=0.0"):
+            validate_advantage_estimator("_test_max_baseline", offsett=1.0)
+        assert "_test_max_baseline: Max-baseline test estimator" in ADVANTAGE_ESTIMATORS.describe()
+    finally:
+        if "_test_max_baseline" in ADVANTAGE_ESTIMATORS:
+            ADVANTAGE_ESTIMATORS.unregister("_test_max_baseline")
+    assert "_test_max_baseline" not in list_advantage_estimators()

@@ -167,3 +167,62 @@ def test_token_weights_scale_each_token_log_ratio():
     # Padding stays out even with a non-zero weight there.
     padded = token_batch(chosen_token_weight=torch.tensor([[1.0, 1.0, 5.0], [1.0, 1.0, 1.0]]))
     torch.testing.assert_close(padded.chosen_logratios, token_batch().chosen_logratios)
+
+
+# ----------------------------------------------------------------------------- extending the family
+NEW_LOSS_FILE = '''
+"""A throwaway loss: the whole of what a new method needs (plus its import line in the package __init__)."""
+
+import torch.nn.functional as F
+
+from alignment.losses.registry import register_preference_loss, require_positive
+
+
+@register_preference_loss("_test_margin_hinge", requires=("margin",))
+def margin_hinge_loss(batch, *, beta: float = 0.1):
+    """Margin hinge test loss: max(0, margin - beta * logratio margin)."""
+    require_positive("beta", beta)
+    return F.relu(batch.margin - beta * batch.logratio_margin), {}
+'''
+
+
+def test_a_new_loss_is_one_file(tmp_path):
+    import importlib.util
+
+    from alignment.losses import PREFERENCE_LOSSES, get_preference_loss
+
+    path = tmp_path / "margin_hinge.py"
+    path.write_text(NEW_LOSS_FILE)
+    module_spec = importlib.util.spec_from_file_location("_test_margin_hinge_module", path)
+    try:
+        module_spec.loader.exec_module(importlib.util.module_from_spec(module_spec))  # what the __init__ import does
+        assert "_test_margin_hinge" in list_preference_losses()
+        assert get_preference_loss("_test_margin_hinge").requires_columns == ("margin",)
+        validate_preference_loss("_test_margin_hinge", beta=0.5)
+        with pytest.raises(ValueError, match=r"`beta` must be > 0"):
+            validate_preference_loss("_test_margin_hinge", beta=0.0)
+        batch = token_batch(margin=torch.tensor([10.0, -10.0]))
+        loss, _ = compute_preference_loss("_test_margin_hinge", batch, beta=1.0)
+        torch.testing.assert_close(loss, torch.relu(batch.margin - batch.logratio_margin))
+        with pytest.raises(ValueError, match=r"needs the per-example column\(s\) \['margin'\]"):
+            compute_preference_loss("_test_margin_hinge", token_batch())
+    finally:
+        if "_test_margin_hinge" in PREFERENCE_LOSSES:
+            PREFERENCE_LOSSES.unregister("_test_margin_hinge")
+    assert "_test_margin_hinge" not in list_preference_losses()
+
+
+def test_extras_table_is_the_one_source_of_the_column_and_field_lists():
+    import dataclasses
+
+    from alignment.losses import EXTRAS, preference_columns
+    from alignment.losses.registry import ANNOTATION_EXTRAS, COLUMN_EXTRAS, MODEL_OUTPUT_EXTRAS, REFERENCE_EXTRAS
+
+    # The per-example columns any loss may read: what a trainer keeps in its batches.
+    assert preference_columns() == ("margin", "weight", "domain", "empty_trace", "preference_prob") == COLUMN_EXTRAS
+    assert set(EXTRAS) == {*COLUMN_EXTRAS, *MODEL_OUTPUT_EXTRAS, *ANNOTATION_EXTRAS, *REFERENCE_EXTRAS}
+    batch_fields = {f.name for f in dataclasses.fields(PreferenceBatch)}
+    assert all(set(extra.fields) <= batch_fields for extra in EXTRAS.values())
+    with pytest.raises(ValueError, match="unknown extras"):
+        register_preference_loss("_test_bad_extra", requires=("margins",))(lambda batch: (batch.logratio_margin, {}))
+    assert "_test_bad_extra" not in list_preference_losses()

@@ -71,3 +71,13 @@ def test_value_checks():
     with pytest.raises(ValueError, match=r"\[0.0, 1.0\)"):
         require_in_range("alpha", 1.0, 0.0, 1.0)
     require_in_range("alpha", 1.0, 0.0, 1.0, high_inclusive=True)
+
+
+def test_unregister_removes_an_entry_and_frees_its_name():
+    registry = _toy_registry()
+    spec = registry.unregister("double")
+    assert spec.name == "double" and "double" not in registry and registry.names() == []
+    with pytest.raises(ValueError, match="Unknown toy rule 'double'"):
+        registry.unregister("double")
+    registry.register("double")(lambda *, x: x)  # the name is free again
+    assert registry.get("double").inputs == ("x",)

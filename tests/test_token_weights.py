@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from alignment.configs import PreferenceConfig
-from alignment.losses import (
-    PreferenceBatch,
-    compute_preference_loss,
+from alignment.losses import PreferenceBatch, compute_preference_loss
+from alignment.token_weightings import (
     compute_token_weights,
     get_token_weighting,
     list_token_weightings,
@@ -178,3 +177,51 @@ def test_training_with_tldr_logs_weight_means(tiny_model_dir, tmp_path):
     logged = trainer.state.log_history[0]
     assert 0 < logged["token_weight/mean_chosen"] <= 2 and 0 < logged["token_weight/mean_rejected"] <= 2
     assert math.isfinite(logged["loss"])
+
+
+# ----------------------------------------------------------------------------- extending the family
+NEW_WEIGHTING_FILE = '''
+"""A throwaway token weighting: the whole of what a new method needs (plus its import line in the package __init__)."""
+
+import torch
+
+from alignment.token_weightings.registry import register_token_weighting
+
+
+@register_token_weighting("_test_position")
+def position_weights(logps, mask, *, entropy=None, decay: float = 0.5):
+    """Position test weighting: w_t = decay ** t, earlier tokens weigh more."""
+    positions = torch.arange(logps.shape[1], dtype=logps.dtype).expand_as(logps)
+    return decay ** positions
+'''
+
+
+def test_a_new_token_weighting_is_one_file(tmp_path):
+    import importlib.util
+
+    from alignment.token_weightings import TOKEN_WEIGHTINGS
+
+    path = tmp_path / "position.py"
+    path.write_text(NEW_WEIGHTING_FILE)
+    module_spec = importlib.util.spec_from_file_location("_test_position_module", path)
+    try:
+        module_spec.loader.exec_module(importlib.util.module_from_spec(module_spec))  # what the __init__ import does
+        assert "_test_position" in list_token_weightings()
+        assert get_token_weighting("_test_position").hparams == {"decay": 0.5}
+        validate_token_weighting("_test_position", decay=0.25)
+        weights = compute_token_weights("_test_position", torch.zeros(1, 3), torch.tensor([[1.0, 1.0, 0.0]]))
+        torch.testing.assert_close(weights, torch.tensor([[1.0, 0.5, 0.0]]))
+        with pytest.raises(ValueError, match=r"'_test_position' does not take \['alpha'\].*decay=0.5"):
+            validate_token_weighting("_test_position", alpha=1.0)
+    finally:
+        if "_test_position" in TOKEN_WEIGHTINGS:
+            TOKEN_WEIGHTINGS.unregister("_test_position")
+    assert "_test_position" not in list_token_weightings()
+
+
+def test_a_weighting_must_take_entropy_and_require_known_outputs():
+    with pytest.raises(ValueError, match="keyword-only `entropy`"):
+        register_token_weighting("_test_no_entropy")(lambda logps, mask: logps)
+    with pytest.raises(ValueError, match="unknown outputs"):
+        register_token_weighting("_test_bad_output", requires=("hidden",))(lambda logps, mask, *, entropy=None: logps)
+    assert not {"_test_no_entropy", "_test_bad_output"} & set(list_token_weightings())

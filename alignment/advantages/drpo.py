@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from .registry import register_advantage_estimator, require_positive
+from ..registry import require_positive
+from .registry import register_advantage_estimator
 
 
 # Only the per-sequence token mean reproduces DRPO's per-token gradient (see the docstring).
-@register_advantage_estimator("drpo", requires=("completion_lengths", "max_completion_length"), loss_type="grpo")
+# Scale-invariant: the rewards enter only through which completions are correct (r >= correct_threshold); the
+# weights come from lengths and log-probs, so a reward's size never reaches A. A factor c can only move a reward across
+# the threshold (exactly invariant at correct_threshold 0; with 0/1 rewards, for every c >= correct_threshold), which
+# re-labels completions rather than weighting them.
+@register_advantage_estimator("drpo", requires=("completion_lengths", "max_completion_length"), loss_type="grpo",
+                              scale_invariant=True)
 def drpo_advantages(
     rewards: torch.Tensor,
     *,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from .registry import group_std, register_advantage_estimator, require_choice, require_positive
+from ..registry import require_choice, require_positive
+from .registry import group_std, register_advantage_estimator
 
 SCALE_REWARDS = ("group", "batch", "none")
 
 
-@register_advantage_estimator("grpo")
+# Scale-invariant unless scale_rewards is "none": with c·r both the centred rewards and the (group or batch) std
+# scale by c, so A is unchanged up to eps (whose share shrinks as c grows); without the division A scales by c.
+@register_advantage_estimator("grpo", scale_invariant=lambda hparams: hparams["scale_rewards"] != "none")
 def grpo_advantages(rewards: torch.Tensor, *, scale_rewards: str = "group", eps: float = 1e-4) -> torch.Tensor:
     """GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300): group-normalised outcome reward.
 
@@ -35,7 +38,8 @@ def grpo_advantages(rewards: torch.Tensor, *, scale_rewards: str = "group", eps:
     return centred / (std + eps)
 
 
-@register_advantage_estimator("dr_grpo")
+# Not scale-invariant: A = r − mean_g r scales by c (the std division it drops is what made GRPO invariant).
+@register_advantage_estimator("dr_grpo", scale_invariant=False)
 def dr_grpo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """Dr. GRPO (Liu et al., "Understanding R1-Zero-Like Training", arXiv 2503.20783): no std division.
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from .registry import group_std, register_advantage_estimator, require_bool, require_positive
+from ..registry import require_bool, require_positive
+from .registry import group_std, register_advantage_estimator
 
 
-@register_advantage_estimator("hapo", requires=("completion_lengths",))
+# Scale-invariant with scale_by_std (the default): the token-weighted mean and std, the GRPO fallback and the
+# fallback test |A| >= threshold all see c·r as r (up to eps). Without the std division A scales by c.
+@register_advantage_estimator("hapo", requires=("completion_lengths",),
+                              scale_invariant=lambda hparams: hparams["scale_by_std"])
 def hapo_advantages(
     rewards: torch.Tensor,
     *,

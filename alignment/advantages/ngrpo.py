@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .registry import register_advantage_estimator, require_bool, require_positive
+from ..registry import require_bool, require_positive
+from .registry import register_advantage_estimator
 
 
-@register_advantage_estimator("ngrpo")
+# Scale-invariant only with k = 0 (GRPO with this eps): the k virtual samples keep reward r_max, which a factor on
+# the real rewards does not scale, so the calibration point moves relative to them.
+@register_advantage_estimator("ngrpo", scale_invariant=lambda hparams: hparams["k"] == 0)
 def ngrpo_advantages(
     rewards: torch.Tensor, *, k: int = 1, r_max: float = 1.0, eps: float = 1e-6, unbiased: bool = True
 ) -> torch.Tensor:

@@ -17,22 +17,26 @@ Keyword-only parameters with a default are hyper-parameters (settable from a rec
   the rollout policy (``[num_groups, G]`` for the estimator; optional input of ``drpo``).
 
 ``requires`` lists the inputs an estimator cannot work without (keyword-only, no default); an input it merely can use
-is a keyword-only parameter defaulting to ``None``. ``loss_type`` names the TRL loss aggregation an estimator's
+is a keyword-only parameter defaulting to ``None``. ``scale_invariant`` (declared by every estimator) says whether
+multiplying every reward by a constant ``c > 0`` leaves its advantages unchanged: a bool, or a function of the
+hyper-parameters when it depends on them (GRPO's ``scale_rewards``); `AdvantageEstimatorSpec.is_scale_invariant`
+reads it for a configuration. ``loss_type`` names the TRL loss aggregation an estimator's
 advantages are derived for, when only one reproduces its gradient (`resolve_loss_type` picks it when a config leaves
 ``loss_type`` unset and rejects any other). The public entry point is `compute_advantages`; names,
 hyper-parameters and inputs are checked there (and by `validate_advantage_estimator` at start-up) with the valid
-choices in the message.
+choices in the message. The table is a kernel `alignment.registry.Registry` (`ADVANTAGE_ESTIMATORS`); a new
+estimator is one file in this package plus its import line in ``__init__.py``.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import torch
 
-from ..registry_utils import describe_hparams, lookup, reject_unknown
+from ..registry import Registry, Spec
 
 AdvantageFn = Callable[..., torch.Tensor]
 
@@ -47,78 +51,89 @@ ADVANTAGE_INPUTS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class AdvantageEstimatorSpec:
-    """What the registry knows about one advantage estimator."""
+class AdvantageEstimatorSpec(Spec):
+    """What the registry knows about one advantage estimator: the kernel's `Spec` (``inputs``: the entries of
+    `ADVANTAGE_INPUTS` it takes) plus the family's declared properties."""
 
-    name: str
-    fn: AdvantageFn
-    hparams: dict[str, Any] = field(default_factory=dict)  # name -> default
     requires: tuple[str, ...] = ()  # inputs (from ADVANTAGE_INPUTS) the estimator cannot work without
-    optional_inputs: tuple[str, ...] = ()  # inputs it uses when given
     loss_type: str | None = None  # the only TRL loss aggregation its advantages are derived for (None: any)
+    # Whether advantages(c · rewards) == advantages(rewards) for every c > 0: a bool, or ``hparams -> bool`` (the
+    # estimator's defaults updated with a configuration's values) when a hyper-parameter decides it. None: undeclared,
+    # refused, so that a new estimator states it (reward weighting relies on it, see `is_scale_invariant`).
+    scale_invariant: bool | Callable[[dict[str, Any]], bool] | None = None
+
+    def __post_init__(self) -> None:
+        # A keyword-only parameter without a default is an input the trainer must always pass: it must be declared
+        # in `requires` (the trainer reads `requires` to know what to compute) and be an input, not a hyper-parameter.
+        no_default = {*self.required_inputs, *self.required_hparams}
+        if no_default != set(self.requires):
+            raise ValueError(
+                f"register_advantage_estimator({self.name!r}): keyword-only parameters without a default "
+                f"{sorted(no_default)} must be exactly the required inputs {sorted(self.requires)}."
+            )
+        optional = self.optional_inputs
+        defaults = inspect.signature(self.fn).parameters
+        if any(defaults[key].default is not None for key in optional):
+            raise ValueError(
+                f"register_advantage_estimator({self.name!r}): optional inputs {optional} must default to None."
+            )
+        if self.scale_invariant is None:
+            raise ValueError(f"register_advantage_estimator({self.name!r}): declare `scale_invariant` (True, False, "
+                             "or a function of the hyper-parameters): whether multiplying every reward by c > 0 "
+                             "leaves the advantages unchanged.")
 
     @property
-    def inputs(self) -> tuple[str, ...]:
-        return (*self.requires, *self.optional_inputs)
+    def optional_inputs(self) -> tuple[str, ...]:
+        """The inputs it uses when given."""
+        return tuple(key for key in self.inputs if key not in self.requires)
 
-    @property
-    def summary(self) -> str:
-        doc = inspect.getdoc(self.fn) or ""
-        return doc.splitlines()[0] if doc else ""
+    def is_scale_invariant(self, hparams: Mapping[str, Any] | None = None) -> bool:
+        """Whether multiplying every reward by a constant ``c > 0`` leaves the advantages unchanged, with the
+        hyper-parameters ``hparams`` (a configuration's values; the others at their defaults)."""
+        if callable(self.scale_invariant):
+            return bool(self.scale_invariant({**self.hparams, **(hparams or {})}))
+        return bool(self.scale_invariant)
 
 
-_ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimatorSpec] = {}
+def _dummy_call(spec: AdvantageEstimatorSpec, hparams: dict[str, Any]) -> None:
+    """One call on two groups of two completions, with every input: the estimators validate their own values (e.g.
+    ``eps > 0``), which surfaces those errors at start-up instead of at the first training step."""
+    dummy_inputs = {
+        "completion_lengths": torch.tensor([1, 2, 3, 4]),
+        "baseline_rewards": torch.tensor([0.5, 0.5]),
+        "max_completion_length": 4,
+        "completion_mean_logps": torch.tensor([-1.0, -1.5, -2.0, -2.5]),
+    }
+    compute_advantages(spec.name, torch.tensor([0.0, 1.0, 1.0, 0.0]), 2, **dummy_inputs, **hparams)
+
+
+ADVANTAGE_ESTIMATORS: Registry[AdvantageEstimatorSpec] = Registry(
+    "advantage_estimator", AdvantageEstimatorSpec, inputs=tuple(ADVANTAGE_INPUTS), validator=_dummy_call
+)
 
 
 def register_advantage_estimator(
-    name: str, *, requires: tuple[str, ...] = (), loss_type: str | None = None
+    name: str, *, requires: tuple[str, ...] = (), loss_type: str | None = None,
+    scale_invariant: bool | Callable[[dict[str, Any]], bool] | None = None,
 ) -> Callable[[AdvantageFn], AdvantageFn]:
     """Register ``fn`` under ``name``. ``requires`` must name keyword-only parameters of ``fn`` without defaults;
-    ``loss_type``: the TRL loss aggregation the advantages need (None: any)."""
+    ``loss_type``: the TRL loss aggregation the advantages need (None: any); ``scale_invariant``: see
+    `AdvantageEstimatorSpec` (required)."""
     unknown = sorted(set(requires) - set(ADVANTAGE_INPUTS))
     if unknown:
         raise ValueError(
             f"register_advantage_estimator({name!r}): unknown inputs {unknown}; valid: {sorted(ADVANTAGE_INPUTS)}."
         )
-
-    def decorator(fn: AdvantageFn) -> AdvantageFn:
-        if name in _ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"An advantage estimator named {name!r} is already registered.")
-        params = {p.name: p for p in inspect.signature(fn).parameters.values()
-                  if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        no_default = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
-        if no_default != set(requires):
-            raise ValueError(
-                f"register_advantage_estimator({name!r}): keyword-only parameters without a default "
-                f"{sorted(no_default)} must be exactly the required inputs {sorted(requires)}."
-            )
-        optional = tuple(n for n in params if n in ADVANTAGE_INPUTS and n not in requires)
-        if any(params[n].default is not None for n in optional):
-            raise ValueError(
-                f"register_advantage_estimator({name!r}): optional inputs {optional} must default to None."
-            )
-        hparams = {n: p.default for n, p in params.items() if n not in ADVANTAGE_INPUTS}
-        _ADVANTAGE_ESTIMATORS[name] = AdvantageEstimatorSpec(
-            name=name, fn=fn, hparams=hparams, requires=tuple(requires), optional_inputs=optional,
-            loss_type=loss_type,
-        )
-        return fn
-
-    return decorator
+    return ADVANTAGE_ESTIMATORS.register(name, requires=tuple(requires), loss_type=loss_type,
+                                         scale_invariant=scale_invariant)
 
 
 def list_advantage_estimators() -> list[str]:
-    return sorted(_ADVANTAGE_ESTIMATORS)
+    return ADVANTAGE_ESTIMATORS.names()
 
 
 def get_advantage_estimator(name: str) -> AdvantageEstimatorSpec:
-    return lookup(_ADVANTAGE_ESTIMATORS, name, "advantage_estimator")
-
-
-def _check_hparams(spec: AdvantageEstimatorSpec, hparams: dict[str, Any]) -> None:
-    reject_unknown(hparams, spec.hparams, f"advantage_estimator {spec.name!r}",
-                   f"Its hyper-parameters: {describe_hparams(spec.hparams)}; per-batch inputs (passed by the "
-                   f"trainer): {sorted(ADVANTAGE_INPUTS)}")
+    return ADVANTAGE_ESTIMATORS.get(name)
 
 
 def _prepare_input(name: str, value: Any, num_groups: int, group_size: int, device: torch.device) -> Any:
@@ -152,10 +167,9 @@ def compute_advantages(name: str, rewards: torch.Tensor, group_size: int, **kwar
     Returns:
         ``[N]`` advantages (detached, the dtype of ``rewards``), one per completion.
     """
-    spec = get_advantage_estimator(name)
     inputs = {key: value for key, value in kwargs.items() if key in ADVANTAGE_INPUTS}
     hparams = {key: value for key, value in kwargs.items() if key not in ADVANTAGE_INPUTS}
-    _check_hparams(spec, hparams)
+    spec = ADVANTAGE_ESTIMATORS.check_hparams(name, hparams)
     missing = [key for key in spec.requires if inputs.get(key) is None]
     if missing:
         raise ValueError(
@@ -188,20 +202,9 @@ def compute_advantages(name: str, rewards: torch.Tensor, group_size: int, **kwar
 
 
 def validate_advantage_estimator(name: str, **hparams: Any) -> None:
-    """Check an estimator name and its hyper-parameters before training, by running it once on dummy inputs.
-
-    The estimators validate their own values (e.g. ``eps > 0``); one call on two groups of two completions surfaces
-    those errors at start-up instead of at the first training step.
-    """
-    spec = get_advantage_estimator(name)
-    _check_hparams(spec, hparams)
-    dummy_inputs = {
-        "completion_lengths": torch.tensor([1, 2, 3, 4]),
-        "baseline_rewards": torch.tensor([0.5, 0.5]),
-        "max_completion_length": 4,
-        "completion_mean_logps": torch.tensor([-1.0, -1.5, -2.0, -2.5]),
-    }
-    compute_advantages(name, torch.tensor([0.0, 1.0, 1.0, 0.0]), 2, **dummy_inputs, **hparams)
+    """Check an estimator name and its hyper-parameters before training, by running it once on dummy inputs
+    (`_dummy_call`, the registry's validator)."""
+    ADVANTAGE_ESTIMATORS.validate(name, **hparams)
 
 
 def resolve_loss_type(name: str, loss_type: str | None, *, default: str) -> str:
@@ -217,21 +220,6 @@ def resolve_loss_type(name: str, loss_type: str | None, *, default: str) -> str:
             f"remove `loss_type` from the recipe."
         )
     return loss_type
-
-
-def require_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"`{name}` must be a number > 0, got {value!r}.")
-
-
-def require_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be true or false, got {value!r}.")
-
-
-def require_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
 
 
 def group_std(grouped: torch.Tensor, *, unbiased: bool = True) -> torch.Tensor:

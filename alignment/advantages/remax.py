@@ -7,7 +7,8 @@ import torch
 from .registry import register_advantage_estimator
 
 
-@register_advantage_estimator("remax", requires=("baseline_rewards",))
+# Not scale-invariant: the greedy baseline is a reward too, so A = c·r − c·r(ȳ) scales by c.
+@register_advantage_estimator("remax", requires=("baseline_rewards",), scale_invariant=False)
 def remax_advantages(rewards: torch.Tensor, *, baseline_rewards: torch.Tensor) -> torch.Tensor:
     """ReMax (Li et al., ICML 2024, arXiv 2310.10505): REINFORCE with the greedy completion's reward as baseline.
 

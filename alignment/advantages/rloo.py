@@ -7,7 +7,8 @@ import torch
 from .registry import register_advantage_estimator
 
 
-@register_advantage_estimator("rloo")
+# Not scale-invariant: a difference of rewards, no normalisation, so A scales by c.
+@register_advantage_estimator("rloo", scale_invariant=False)
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """REINFORCE Leave-One-Out (Kool et al., 2019; Ahmadian et al., "Back to Basics", arXiv 2402.14740).
 

@@ -1,21 +1,26 @@
 """Preference losses, registered by name. Import this package to register every built-in loss.
 
 Public entry points: `compute_preference_loss(name, batch, *, state=None, **hparams) -> (per_example_loss, metrics)`,
-`PreferenceBatch`, and `LossState` (the running state of stateful losses such as `beta_dpo`). Token weightings
-(`token_weights`: `tldr`, `entropy`) give the batch per-token weights that compose with any of these losses.
+`PreferenceBatch`, `LossState` (the running state of stateful losses such as `beta_dpo`) and `preference_columns()`
+(the per-example dataset columns a loss may read). Token weightings (`alignment.token_weightings`: `tldr`, `entropy`)
+give the batch per-token weights that compose with any of these losses; their entry points are re-exported here for
+the callers that import them from this package.
 """
 
 from .batch import PreferenceBatch
 from .registry import (
+    EXTRAS,
+    PREFERENCE_LOSSES,
     LossState,
     PreferenceLossSpec,
     compute_preference_loss,
     get_preference_loss,
     list_preference_losses,
+    preference_columns,
     register_preference_loss,
     validate_preference_loss,
 )
-from .token_weights import (
+from ..token_weightings import (
     TokenWeightingSpec,
     compute_token_weights,
     get_token_weighting,
@@ -32,6 +37,8 @@ from . import aot, apo, bco, exo, nca, sppo  # noqa: E402,F401  isort: skip
 from . import reference_free  # noqa: E402,F401  isort: skip
 
 __all__ = [
+    "EXTRAS",
+    "PREFERENCE_LOSSES",
     "LossState",
     "PreferenceBatch",
     "PreferenceLossSpec",
@@ -42,6 +49,7 @@ __all__ = [
     "get_token_weighting",
     "list_preference_losses",
     "list_token_weightings",
+    "preference_columns",
     "register_preference_loss",
     "register_token_weighting",
     "validate_preference_loss",
