@@ -13,7 +13,7 @@ it (`benchmarks/timing.py`: `neighbour_mean`), so drift of a shared machine show
 Variants (ours): the estimators `grpo`, `dr_grpo`, `ngrpo`, `rloo`, `drpo` on TRL's own surrogate, then
 `clip_by_advantage_sign` (sign-dependent clipping, `grpo` advantages) and `hapo` (HAPO's adaptive clipping and
 advantage redistribution with the `hapo` estimator): the two that replace TRL's surrogate with
-`alignment.trainers.policy_surrogate`. The clip range is the same for every run (``--epsilon`` both sides), not the
+`alignment.policy_losses.hapo`. The clip range is the same for every run (``--epsilon`` both sides), not the
 papers' recipes (NGRPO 0.16 / 0.24 etc.): this measures the cost of the code paths, not the methods' training.
 
 What is timed (`StepTimer`): `on_step_begin` -> `on_step_end` of the real `trainer.train()` loop, i.e. one optimiser

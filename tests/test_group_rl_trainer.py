@@ -23,7 +23,7 @@ from alignment.configs import GroupRLConfig
 from alignment.data import load_task_suite
 from alignment.testing import trainer_test_args
 from alignment.trainers.group_rl import GroupRLTrainer
-from alignment.trainers.policy_surrogate import (
+from alignment.policy_losses.hapo import (
     adaptive_clip_bounds,
     clipped_surrogate,
     normalized_entropy,

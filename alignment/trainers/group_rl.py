@@ -10,7 +10,7 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   An estimator that takes `completion_mean_logps` (DRPO) gets the sampling policy's mean token log-probs
   (`rollout_logps`); one derived for a single `loss_type` gets it by default (`GroupRLConfig`) and rejects others.
 - **Clipping.** TRL's `epsilon` / `epsilon_high` already give asymmetric bounds (NGRPO 0.16 / 0.24, DAPO 0.2 / 0.28).
-  With `clip_by_advantage_sign` or a HAPO switch on, `_compute_loss` runs `alignment.trainers.policy_surrogate`
+  With `clip_by_advantage_sign` or a HAPO switch on, `_compute_loss` runs `alignment.policy_losses.hapo`
   instead of TRL's surrogate (same per-token log-probs, same loss aggregation per `loss_type`).
 - **Logging.** `advantages/{mean,std,min,max}` of the advantages actually used, `frac_all_wrong_groups` (groups with
   no completion scored > 0 by `accuracy_reward`, or by the summed reward without it) and, under HAPO,
@@ -44,7 +44,7 @@ from .dynamic_sampling import check_group_filter, check_refill_dataset, filtered
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
 from .rollout_logps import completion_mean_logps
-from .policy_surrogate import adaptive_clip_bounds, clipped_surrogate, normalized_entropy, redistribute_advantages
+from ..policy_losses.hapo import adaptive_clip_bounds, clipped_surrogate, normalized_entropy, redistribute_advantages
 
 # Per-batch estimator inputs this trainer supplies (see `_estimator_inputs`).
 _SUPPLIED_INPUTS = ("completion_lengths", "max_completion_length", "baseline_rewards", "completion_mean_logps")

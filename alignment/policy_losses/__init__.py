@@ -1,0 +1,1 @@
+"""Per-token policy losses for group-relative RL (`GroupRLTrainer`), one file per loss."""
