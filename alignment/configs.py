@@ -660,14 +660,15 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
         metadata={
             "help": "Per-token policy loss from `alignment.policy_losses` (`POLICY_LOSSES.describe()`): `clipped` "
             "(PPO's clip with `epsilon` / `epsilon_high`, as TRL), `sign_clipped` (NGRPO's sign-dependent trust "
-            "region), `hapo` (HAPO's entropy-adaptive clipping and advantage redistribution). Unset: TRL's own GRPO loss. Reduced by TRL's `loss_type` aggregation."
+            "region), `hapo` (HAPO's entropy-adaptive clipping and advantage redistribution), `apa` (APA's squared "
+            "log-ratio regression). Unset: TRL's own GRPO loss. Reduced by TRL's `loss_type` aggregation."
         },
     )
     policy_loss_kwargs: dict | str | None = field(
         default=None,
         metadata={
             "help": "Hyper-parameters of `policy_loss` (e.g. `{\"adaptive_clip\": true, \"clip_alpha\": 1.0}` for "
-            "`hapo`), as a mapping or a JSON string on the command line. Unknown keys "
+            "`hapo`, `{\"lam\": 0.1}` for `apa`), as a mapping or a JSON string on the command line. Unknown keys "
             "are an error."
         },
     )

@@ -226,6 +226,19 @@ def test_clipped_policy_loss_matches_trl_loss(tiny_model_dir, tmp_path, prompts)
                           GRPOTrainer._compute_loss(trainer, trainer.model, batch), atol=1e-6)
 
 
+def test_apa_policy_loss_trains_and_logs(tiny_model_dir, tmp_path, prompts):
+    trainer = make_trainer(tiny_model_dir, tmp_path, prompts, [length_reward], loss_type="bnpo",
+                           policy_loss="apa", policy_loss_kwargs={"lam": 0.5})
+    before = params(trainer.model)
+    trainer.train()
+    logs = trainer.state.log_history[0]
+    # One update per generation batch: the policy is still the sampling one, so the log-ratio is 0 at the loss.
+    assert logs["apa/log_ratio_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert "clip_ratio/region_mean" not in logs
+    after = params(trainer.model)
+    assert max((after[n] - before[n]).abs().max().item() for n in before) > 0
+
+
 def test_hapo_switches_train_and_log(tiny_model_dir, tmp_path, prompts):
     trainer = make_trainer(tiny_model_dir, tmp_path, prompts, [length_reward], loss_type="grpo",
                            policy_loss="hapo",
@@ -265,7 +278,9 @@ def test_hapo_switches_train_and_log(tiny_model_dir, tmp_path, prompts):
          "entropy_pivot"),
         ({"policy_loss": "ppo"}, "Valid names"),
         ({"policy_loss": "hapo", "policy_loss_kwargs": {"pivot": 0.5}}, "does not take"),
-        ({"policy_loss_kwargs": {"clip_alpha": 0.5}}, "`policy_loss` is not"),
+        ({"policy_loss": "apa", "policy_loss_kwargs": {"lam": 0.0}}, "lam"),
+        ({"policy_loss": "apa", "policy_loss_kwargs": {"reference": "init"}, "beta": 0.0}, "beta"),
+        ({"policy_loss_kwargs": {"lam": 0.1}}, "`policy_loss` is not"),
         ({"advantage_estimator": "drpo", "loss_type": "dapo"}, "needs `loss_type: grpo`"),
         ({"reward_kwargs": {"format_reward": {}}}, "reward_kwargs"),
     ],
@@ -336,7 +351,7 @@ def test_two_process_cpu_launch(tiny_model_dir, tmp_path):
 
 GROUP_RL_RECIPES = ["smollm2-135m/grpo.yaml", "smollm2-135m/dr_grpo.yaml", "smollm2-135m/dapo.yaml",
                     "smollm2-135m/ngrpo.yaml", "smollm2-135m/grpo-vllm.yaml", "smollm2-135m/grpo-multiobjective.yaml",
-                    "smollm2-135m/remax.yaml", "smollm2-135m/drpo.yaml", "tiny/grpo.yaml"]
+                    "smollm2-135m/remax.yaml", "smollm2-135m/drpo.yaml", "smollm2-135m/apa.yaml", "tiny/grpo.yaml"]
 
 
 @pytest.mark.parametrize("recipe", GROUP_RL_RECIPES)

@@ -18,7 +18,7 @@ from .registry import (
 )
 
 # Importing the modules registers their policy losses and aggregations.
-from . import aggregations, clipped, hapo, sign_clipped  # noqa: E402,F401  isort: skip
+from . import aggregations, apa, clipped, hapo, sign_clipped  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "AGGREGATION_INPUTS",

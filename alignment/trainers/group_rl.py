@@ -10,7 +10,7 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   An estimator that takes `completion_mean_logps` (DRPO) gets the sampling policy's mean token log-probs
   (`rollout_logps`); one derived for a single `loss_type` gets it by default (`GroupRLConfig`) and rejects others.
 - **Policy loss.** TRL's `epsilon` / `epsilon_high` already give asymmetric bounds (NGRPO 0.16 / 0.24, DAPO 0.2 /
-  0.28). With `args.policy_loss` set (`alignment.policy_losses`: `clipped`, `sign_clipped`, `hapo`, ...),
+  0.28). With `args.policy_loss` set (`alignment.policy_losses`: `clipped`, `sign_clipped`, `hapo`, `apa`, ...),
   `_compute_loss` computes the same per-token log-probs, ratio and KL term as TRL, takes the per-token loss from that
   registry instead of TRL's surrogate and reduces it with TRL's aggregation for `loss_type` (`AGGREGATIONS`).
   Unset, TRL's own `_compute_loss` runs.
