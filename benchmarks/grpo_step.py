@@ -13,8 +13,9 @@ it (`benchmarks/timing.py`: `neighbour_mean`), so drift of a shared machine show
 Variants (ours): the estimators `grpo`, `dr_grpo`, `ngrpo`, `rloo`, `drpo` on TRL's own surrogate, then
 `clip_by_advantage_sign` (`policy_loss: sign_clipped`, `grpo` advantages) and `hapo` (`policy_loss: hapo`: HAPO's
 adaptive clipping and advantage redistribution, with the `hapo` estimator): the two that replace TRL's surrogate with
-a policy loss from `alignment.policy_losses` (variant names kept from before the registry, for the stored results). The clip range is the same for every run (``--epsilon`` both sides), not the
-papers' recipes (NGRPO 0.16 / 0.24 etc.): this measures the cost of the code paths, not the methods' training.
+a policy loss from `alignment.policy_losses` (variant names kept from before the registry, for the stored results).
+The clip range is the same for every run (``--epsilon`` both sides), not the papers' recipes (NGRPO 0.16 / 0.24
+etc.): this measures the cost of the code paths, not the methods' training.
 
 What is timed (`StepTimer`): `on_step_begin` -> `on_step_end` of the real `trainer.train()` loop, i.e. one optimiser
 step: with `steps_per_generation = gradient_accumulation_steps = 1` (as here) every step generates its rollouts,

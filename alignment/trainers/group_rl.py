@@ -24,10 +24,11 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   `reward_weight/<reward>` and saved in checkpoints.
 - **Dynamic sampling.** `args.group_filter` (`dynamic_sampling` module): DAPO's zero-variance / NGRPO's all-correct
   group filter with refills from new prompts, logged as `group_filter/drop_rate` and `group_filter/generation_rounds`.
-- **Start-up checks.** Unknown estimator / hyper-parameter, generation paths the greedy rollout does not cover, TRL
-  options that our advantages or policy loss would silently override, an unknown policy loss / hyper-parameter, unresolvable rewards or ones that fail on the
-  first training example, reward-weighting settings that cannot work, and a dataset without the columns the rewards
-  read all fail before the first step.
+- **Start-up checks.** Unknown estimator / policy loss / hyper-parameter (or a bad value, or a policy loss needing
+  inputs the run will not have), generation paths the greedy rollout does not cover, TRL options that our advantages
+  or policy loss would silently override, unresolvable rewards or ones that fail on the first training example,
+  reward-weighting settings that cannot work, and a dataset without the columns the rewards read all fail before the
+  first step.
 """
 
 from __future__ import annotations
