@@ -547,6 +547,49 @@ class AlignmentSFTConfig(DomainReweightingArguments, SFTConfig):
 
 
 # TRL's own default aggregation, for estimators that work with any (GroupRLConfig leaves `loss_type` unset).
+# Removed GroupRLConfig flag -> the `hapo` hyper-parameter that replaces it (`clip_by_advantage_sign` alone:
+# `policy_loss: sign_clipped`).
+_REMOVED_POLICY_FLAGS = {
+    "clip_by_advantage_sign": "by_advantage_sign",
+    "hapo_adaptive_clip": "adaptive_clip",
+    "hapo_advantage_redistribution": "advantage_redistribution",
+    "hapo_clip_alpha": "clip_alpha",
+    "hapo_adv_beta": "adv_beta",
+    "hapo_entropy_pivot": "entropy_pivot",
+    "hapo_compat_code": "compat_code",
+}
+_REMOVED_HELP = "Removed: set `policy_loss` and `policy_loss_kwargs` instead (setting this is an error that says how)."
+
+
+def _plain(value):
+    # The command line gives strings ("true", "0.5"), a YAML recipe typed values.
+    if isinstance(value, str):
+        try:
+            return json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        except ValueError:
+            return value
+    return value
+
+
+def removed_policy_flags(values: dict) -> None:
+    """Fail when a recipe sets one of the clipping flags `policy_loss` replaced, naming the exact replacement."""
+    given = {name: _plain(value) for name, value in values.items() if value is not None}
+    if not given:
+        return
+    if given.get("hapo_adaptive_clip") or given.get("hapo_advantage_redistribution"):
+        kwargs = {_REMOVED_POLICY_FLAGS[name]: value for name, value in given.items()}
+        # The old switches defaulted to off, `hapo`'s to on: spell both out.
+        kwargs.setdefault("adaptive_clip", False)
+        kwargs.setdefault("advantage_redistribution", False)
+        replacement = f"`policy_loss: hapo` and `policy_loss_kwargs: {json.dumps(kwargs)}`"
+    elif given.get("clip_by_advantage_sign"):
+        replacement = "`policy_loss: sign_clipped`"
+    else:  # no switch on: the old flags did nothing (or, `hapo_compat_code` alone, failed)
+        replacement = "nothing (remove them: without a switch on they had no effect)"
+    raise ValueError(f"{', '.join(f'`{name}`' for name in given)} {'was' if len(given) == 1 else 'were'} removed: "
+                     f"policy losses are chosen by name (`alignment.policy_losses`). Use {replacement} instead.")
+
+
 _TRL_GRPO_LOSS_TYPE = next(f.default for f in fields(GRPOConfig) if f.name == "loss_type")
 
 
@@ -612,26 +655,21 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             "for `gradient`)."
         },
     )
-    clip_by_advantage_sign: bool = field(
-        default=False,
+    policy_loss: str | None = field(
+        default=None,
         metadata={
-            "help": "NGRPO's wording taken literally: positive-advantage tokens get the trust region 1 +- "
-            "`epsilon_high`, negative ones 1 +- `epsilon`. Under PPO's pessimistic min this equals the default "
-            "(lower bound `epsilon`, upper `epsilon_high`); offered to make the reading explicit."
+            "help": "Per-token policy loss from `alignment.policy_losses` (`POLICY_LOSSES.describe()`): `clipped` "
+            "(PPO's clip with `epsilon` / `epsilon_high`, as TRL), `sign_clipped` (NGRPO's sign-dependent trust "
+            "region), `hapo` (HAPO's entropy-adaptive clipping and advantage redistribution), `apa` (APA's squared "
+            "log-ratio regression). Unset: TRL's own GRPO loss. Reduced by TRL's `loss_type` aggregation."
         },
     )
-    hapo_adaptive_clip: bool = field(
-        default=False,
+    policy_loss_kwargs: dict | str | None = field(
+        default=None,
         metadata={
-            "help": "HAPO asymmetric adaptive clipping: per-token bounds from the normalised entropy h in [-1, 1]: "
-            "eps_low * (1 - alpha h) for h <= 0, eps_high * (1 + alpha h) for h > 0."
-        },
-    )
-    hapo_advantage_redistribution: bool = field(
-        default=False,
-        metadata={
-            "help": "HAPO differential advantage redistribution: A' = A (1 + beta h) for high-entropy tokens outside "
-            "the neutral ratio band (1 - eps_low/2, 1 + eps_high/2) and for other tokens inside it."
+            "help": "Hyper-parameters of `policy_loss` (e.g. `{\"adaptive_clip\": true, \"clip_alpha\": 1.0}` for "
+            "`hapo`, `{\"lam\": 0.1}` for `apa`), as a mapping or a JSON string on the command line. Unknown keys "
+            "are an error."
         },
     )
     loss_type: str | None = field(
@@ -660,23 +698,20 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             "batch; if the batch is still not full the run stops with an error (verl's `max_num_gen_batches`)."
         },
     )
-    hapo_clip_alpha: float = field(default=1.0, metadata={"help": "HAPO `clip_alpha` (strength of adaptive clipping)."})
-    hapo_adv_beta: float = field(default=1.0, metadata={"help": "HAPO `adv_beta` (strength of redistribution)."})
-    hapo_entropy_pivot: float = field(
-        default=0.8,
-        metadata={"help": "HAPO `entropy_pivot`: quantile of the log-entropies that maps to h = 0 (in (0, 1))."},
-    )
-    hapo_compat_code: bool = field(
-        default=False,
-        metadata={
-            "help": "Reproduce HAPO's released code, whose negative entropy side has the wrong sign (every h >= 0). "
-            "Default False follows the paper: low-entropy tokens get h < 0."
-        },
-    )
+    # The clipping flags `policy_loss` replaced. Kept as fields only so that a recipe still setting one fails with an
+    # error that names its replacement (`removed_policy_flags`) instead of the parser's "unknown key".
+    clip_by_advantage_sign: str | None = field(default=None, metadata={"help": _REMOVED_HELP})
+    hapo_adaptive_clip: str | None = field(default=None, metadata={"help": _REMOVED_HELP})
+    hapo_advantage_redistribution: str | None = field(default=None, metadata={"help": _REMOVED_HELP})
+    hapo_clip_alpha: str | None = field(default=None, metadata={"help": _REMOVED_HELP})
+    hapo_adv_beta: str | None = field(default=None, metadata={"help": _REMOVED_HELP})
+    hapo_entropy_pivot: str | None = field(default=None, metadata={"help": _REMOVED_HELP})
+    hapo_compat_code: str | None = field(default=None, metadata={"help": _REMOVED_HELP})
 
     def __post_init__(self):
-        for name in ("advantage_kwargs", "reward_kwargs", "reward_weighting_kwargs"):
+        for name in ("advantage_kwargs", "reward_kwargs", "reward_weighting_kwargs", "policy_loss_kwargs"):
             setattr(self, name, as_mapping(getattr(self, name)))
+        removed_policy_flags({name: getattr(self, name) for name in _REMOVED_POLICY_FLAGS})
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         self.loss_type = resolve_loss_type(self.advantage_estimator, self.loss_type, default=_TRL_GRPO_LOSS_TYPE)

@@ -11,10 +11,11 @@ TRL (its default group-normalised advantages, `scale_rewards="group"`) runs firs
 it (`benchmarks/timing.py`: `neighbour_mean`), so drift of a shared machine shows up as the spread of the TRL runs.
 
 Variants (ours): the estimators `grpo`, `dr_grpo`, `ngrpo`, `rloo`, `drpo` on TRL's own surrogate, then
-`clip_by_advantage_sign` (sign-dependent clipping, `grpo` advantages) and `hapo` (HAPO's adaptive clipping and
-advantage redistribution with the `hapo` estimator): the two that replace TRL's surrogate with
-`alignment.trainers.policy_surrogate`. The clip range is the same for every run (``--epsilon`` both sides), not the
-papers' recipes (NGRPO 0.16 / 0.24 etc.): this measures the cost of the code paths, not the methods' training.
+`clip_by_advantage_sign` (`policy_loss: sign_clipped`, `grpo` advantages) and `hapo` (`policy_loss: hapo`: HAPO's
+adaptive clipping and advantage redistribution, with the `hapo` estimator): the two that replace TRL's surrogate with
+a policy loss from `alignment.policy_losses` (variant names kept from before the registry, for the stored results).
+The clip range is the same for every run (``--epsilon`` both sides), not the papers' recipes (NGRPO 0.16 / 0.24
+etc.): this measures the cost of the code paths, not the methods' training.
 
 What is timed (`StepTimer`): `on_step_begin` -> `on_step_end` of the real `trainer.train()` loop, i.e. one optimiser
 step: with `steps_per_generation = gradient_accumulation_steps = 1` (as here) every step generates its rollouts,
@@ -43,8 +44,9 @@ VARIANTS: dict[str, dict] = {
     "ngrpo": {"advantage_estimator": "ngrpo"},
     "rloo": {"advantage_estimator": "rloo"},
     "drpo": {"advantage_estimator": "drpo"},
-    "clip_by_advantage_sign": {"advantage_estimator": "grpo", "clip_by_advantage_sign": True},
-    "hapo": {"advantage_estimator": "hapo", "hapo_adaptive_clip": True, "hapo_advantage_redistribution": True},
+    "clip_by_advantage_sign": {"advantage_estimator": "grpo", "policy_loss": "sign_clipped"},
+    "hapo": {"advantage_estimator": "hapo", "policy_loss": "hapo",
+             "policy_loss_kwargs": {"adaptive_clip": True, "advantage_redistribution": True}},
     # One extra greedy decode per prompt (inside `_generate_and_score_completions`, so counted in "rest").
     "remax": {"advantage_estimator": "remax"},
     # Two rewards (digit share + space share) re-weighted before every batch: one extra forward and two backward passes

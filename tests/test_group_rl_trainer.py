@@ -23,12 +23,8 @@ from alignment.configs import GroupRLConfig
 from alignment.data import load_task_suite
 from alignment.testing import trainer_test_args
 from alignment.trainers.group_rl import GroupRLTrainer
-from alignment.trainers.policy_surrogate import (
-    adaptive_clip_bounds,
-    clipped_surrogate,
-    normalized_entropy,
-    redistribute_advantages,
-)
+from alignment.policy_losses.clipped import clipped_surrogate
+from alignment.policy_losses.hapo import adaptive_clip_bounds, normalized_entropy, redistribute_advantages
 
 ROOT = Path(__file__).resolve().parents[1]
 G = 4
@@ -189,9 +185,9 @@ def test_trainer_trains_with_the_registry_advantages(tiny_model_dir, tmp_path, p
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_sign_dependent_surrogate_path_matches_trl_loss(tiny_model_dir, tmp_path, prompts, loss_type):
-    """Our surrogate path (clip_by_advantage_sign) gives TRL's loss: the bounds are equivalent under the min."""
+    """Our surrogate path (policy_loss: sign_clipped) gives TRL's loss: the bounds are equivalent under the min."""
     trainer = make_trainer(tiny_model_dir, tmp_path, prompts, [length_reward], loss_type=loss_type, beta=0.05,
-                           clip_by_advantage_sign=True, epsilon=EPS_LOW, epsilon_high=EPS_HIGH,
+                           policy_loss="sign_clipped", epsilon=EPS_LOW, epsilon_high=EPS_HIGH,
                            advantage_estimator="rloo")
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
@@ -212,9 +208,41 @@ def test_sign_dependent_surrogate_path_matches_trl_loss(tiny_model_dir, tmp_path
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.parameters())
 
 
+def test_clipped_policy_loss_matches_trl_loss(tiny_model_dir, tmp_path, prompts):
+    """`policy_loss: clipped` is TRL's own surrogate, on our path: same loss on off-policy ratios."""
+    trainer = make_trainer(tiny_model_dir, tmp_path, prompts, [length_reward], loss_type="dapo", beta=0.05,
+                           policy_loss="clipped", epsilon=EPS_LOW, epsilon_high=EPS_HIGH, advantage_estimator="rloo")
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    batch = trainer._generate_and_score_completions([prompts[0]] * G)
+    shape = batch["completion_ids"].shape
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1), shape[1])
+    batch["old_per_token_logps"] = logps + 0.4 * torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    batch["advantages"] = torch.tensor([1.0, -0.5, 2.0, -1.5])
+    assert torch.allclose(trainer._compute_loss(trainer.model, batch),
+                          GRPOTrainer._compute_loss(trainer, trainer.model, batch), atol=1e-6)
+
+
+def test_apa_policy_loss_trains_and_logs(tiny_model_dir, tmp_path, prompts):
+    trainer = make_trainer(tiny_model_dir, tmp_path, prompts, [length_reward], loss_type="bnpo",
+                           policy_loss="apa", policy_loss_kwargs={"lam": 0.5})
+    before = params(trainer.model)
+    trainer.train()
+    logs = trainer.state.log_history[0]
+    # One update per generation batch: the policy is still the sampling one, so the log-ratio is 0 at the loss.
+    assert logs["apa/log_ratio_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert "clip_ratio/region_mean" not in logs
+    after = params(trainer.model)
+    assert max((after[n] - before[n]).abs().max().item() for n in before) > 0
+
+
 def test_hapo_switches_train_and_log(tiny_model_dir, tmp_path, prompts):
     trainer = make_trainer(tiny_model_dir, tmp_path, prompts, [length_reward], loss_type="grpo",
-                           hapo_adaptive_clip=True, hapo_advantage_redistribution=True,
+                           policy_loss="hapo",
+                           policy_loss_kwargs={"adaptive_clip": True, "advantage_redistribution": True},
                            advantage_estimator="hapo", max_steps=2)
     trainer.train()
     logs = trainer.state.log_history[0]
@@ -237,11 +265,22 @@ def test_hapo_switches_train_and_log(tiny_model_dir, tmp_path, prompts):
         ({"advantage_estimator": "ngrpo", "advantage_kwargs": {"eps": -1.0}}, "eps"),
         ({"scale_rewards": "none"}, "scale_rewards"),
         ({"multi_objective_aggregation": "normalize_then_sum"}, "multi_objective_aggregation"),
-        ({"hapo_adaptive_clip": True, "loss_type": "sapo"}, "loss_type"),
-        ({"clip_by_advantage_sign": True, "importance_sampling_level": "sequence"}, "importance_sampling_level"),
-        ({"hapo_advantage_redistribution": True, "entropy_coef": 0.01}, "entropy_coef"),
-        ({"hapo_compat_code": True}, "no HAPO switch"),
+        ({"policy_loss": "hapo", "policy_loss_kwargs": {"advantage_redistribution": False}, "loss_type": "sapo"},
+         "loss_type"),
+        ({"policy_loss": "sign_clipped", "importance_sampling_level": "sequence"}, "importance_sampling_level"),
+        ({"policy_loss": "hapo", "policy_loss_kwargs": {"adaptive_clip": False}, "entropy_coef": 0.01},
+         "entropy_coef"),
+        ({"policy_loss": "hapo", "policy_loss_kwargs": {"adaptive_clip": False, "advantage_redistribution": False,
+                                                        "compat_code": True}}, "no HAPO switch"),
+        # The removed flag fails at once and names itself (the pivot's value check: the case below).
         ({"hapo_adaptive_clip": True, "hapo_entropy_pivot": 1.5}, "hapo_entropy_pivot"),
+        ({"policy_loss": "hapo", "policy_loss_kwargs": {"advantage_redistribution": False, "entropy_pivot": 1.5}},
+         "entropy_pivot"),
+        ({"policy_loss": "ppo"}, "Valid names"),
+        ({"policy_loss": "hapo", "policy_loss_kwargs": {"pivot": 0.5}}, "does not take"),
+        ({"policy_loss": "apa", "policy_loss_kwargs": {"lam": 0.0}}, "lam"),
+        ({"policy_loss": "apa", "policy_loss_kwargs": {"reference": "init"}, "beta": 0.0}, "beta"),
+        ({"policy_loss_kwargs": {"lam": 0.1}}, "`policy_loss` is not"),
         ({"advantage_estimator": "drpo", "loss_type": "dapo"}, "needs `loss_type: grpo`"),
         ({"reward_kwargs": {"format_reward": {}}}, "reward_kwargs"),
     ],
@@ -312,7 +351,7 @@ def test_two_process_cpu_launch(tiny_model_dir, tmp_path):
 
 GROUP_RL_RECIPES = ["smollm2-135m/grpo.yaml", "smollm2-135m/dr_grpo.yaml", "smollm2-135m/dapo.yaml",
                     "smollm2-135m/ngrpo.yaml", "smollm2-135m/grpo-vllm.yaml", "smollm2-135m/grpo-multiobjective.yaml",
-                    "smollm2-135m/remax.yaml", "smollm2-135m/drpo.yaml", "tiny/grpo.yaml"]
+                    "smollm2-135m/remax.yaml", "smollm2-135m/drpo.yaml", "smollm2-135m/apa.yaml", "tiny/grpo.yaml"]
 
 
 @pytest.mark.parametrize("recipe", GROUP_RL_RECIPES)

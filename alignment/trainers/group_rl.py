@@ -9,12 +9,14 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   processes), sliced to this process exactly as TRL slices. The logged completions table shows the same values.
   An estimator that takes `completion_mean_logps` (DRPO) gets the sampling policy's mean token log-probs
   (`rollout_logps`); one derived for a single `loss_type` gets it by default (`GroupRLConfig`) and rejects others.
-- **Clipping.** TRL's `epsilon` / `epsilon_high` already give asymmetric bounds (NGRPO 0.16 / 0.24, DAPO 0.2 / 0.28).
-  With `clip_by_advantage_sign` or a HAPO switch on, `_compute_loss` runs `alignment.trainers.policy_surrogate`
-  instead of TRL's surrogate (same per-token log-probs, same loss aggregation per `loss_type`).
+- **Policy loss.** TRL's `epsilon` / `epsilon_high` already give asymmetric bounds (NGRPO 0.16 / 0.24, DAPO 0.2 /
+  0.28). With `args.policy_loss` set (`alignment.policy_losses`: `clipped`, `sign_clipped`, `hapo`, `apa`, ...),
+  `_compute_loss` computes the same per-token log-probs, ratio and KL term as TRL, takes the per-token loss from that
+  registry instead of TRL's surrogate and reduces it with TRL's aggregation for `loss_type` (`AGGREGATIONS`).
+  Unset, TRL's own `_compute_loss` runs.
 - **Logging.** `advantages/{mean,std,min,max}` of the advantages actually used, `frac_all_wrong_groups` (groups with
-  no completion scored > 0 by `accuracy_reward`, or by the summed reward without it) and, under HAPO,
-  `hapo/h_hat_mean` and the mean per-token clip bounds.
+  no completion scored > 0 by `accuracy_reward`, or by the summed reward without it) and, with a policy loss, the
+  metrics it returns (TRL's clip ratios; under HAPO `hapo/h_hat_mean` and the mean per-token clip bounds).
 - **ReMax.** An estimator that requires `baseline_rewards` gets one greedy rollout per prompt, scored by the same
   rewards (`greedy_baseline`); logged as `remax/baseline_reward`.
 - **Several rewards.** `args.reward_weighting` (`reward_weighting` module): fixed weights, or Lu et al.'s dynamic
@@ -22,10 +24,11 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   `reward_weight/<reward>` and saved in checkpoints.
 - **Dynamic sampling.** `args.group_filter` (`dynamic_sampling` module): DAPO's zero-variance / NGRPO's all-correct
   group filter with refills from new prompts, logged as `group_filter/drop_rate` and `group_filter/generation_rounds`.
-- **Start-up checks.** Unknown estimator / hyper-parameter, generation paths the greedy rollout does not cover, TRL
-  options that our advantages or surrogate would silently override, unresolvable rewards or ones that fail on the
-  first training example, reward-weighting settings that cannot work, and a dataset without the columns the rewards
-  read all fail before the first step.
+- **Start-up checks.** Unknown estimator / policy loss / hyper-parameter (or a bad value, or a policy loss needing
+  inputs the run will not have), generation paths the greedy rollout does not cover, TRL options that our advantages
+  or policy loss would silently override, unresolvable rewards or ones that fail on the first training example,
+  reward-weighting settings that cannot work, and a dataset without the columns the rewards read all fail before the
+  first step.
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from ..advantages import compute_advantages, get_advantage_estimator, resolve_loss_type, validate_advantage_estimator
+from ..policy_losses import AGGREGATIONS, POLICY_LOSSES, aggregate, compute_policy_loss, validate_policy_loss
 from ..rewards.sources import trl_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
 from .dynamic_sampling import check_group_filter, check_refill_dataset, filtered_generation
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
 from .rollout_logps import completion_mean_logps
-from .policy_surrogate import adaptive_clip_bounds, clipped_surrogate, normalized_entropy, redistribute_advantages
 
 # Per-batch estimator inputs this trainer supplies (see `_estimator_inputs`).
 _SUPPLIED_INPUTS = ("completion_lengths", "max_completion_length", "baseline_rewards", "completion_mean_logps")
@@ -52,42 +55,7 @@ _SUPPLIED_INPUTS = ("completion_lengths", "max_completion_length", "baseline_rew
 _CORRECTNESS_REWARD = "accuracy_reward"
 
 
-def _accumulation(trainer, mode) -> float:
-    # TRL turns off the Trainer's own loss scaling for accumulation and divides inside the loss (no accumulation in eval).
-    return trainer.current_gradient_accumulation_steps if mode == "train" else 1.0
-
-
-def _aggregate_sequence_mean(trainer, per_token_loss, mask, inputs, mode):
-    loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    return loss / _accumulation(trainer, mode)
-
-
-def _aggregate_token_mean(trainer, per_token_loss, mask, inputs, mode):
-    return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0) / _accumulation(trainer, mode)
-
-
-def _aggregate_constant(trainer, per_token_loss, mask, inputs, mode):
-    loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * trainer.max_completion_length)
-    return loss / _accumulation(trainer, mode)
-
-
-def _aggregate_global_tokens(trainer, per_token_loss, mask, inputs, mode):
-    # `num_items_in_batch` counts the loss tokens of the whole generation batch on all processes.
-    normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / trainer.accelerator.num_processes
-    if mode == "train":
-        normalizer = normalizer * trainer.current_gradient_accumulation_steps / trainer.args.steps_per_generation
-    return (per_token_loss * mask).sum() / normalizer
-
-
-# TRL's loss aggregations (grpo_trainer.py `_compute_loss`) for our surrogate path: loss_type -> scalar loss.
-_AGGREGATIONS: dict[str, Callable] = {
-    "grpo": _aggregate_sequence_mean,
-    "bnpo": _aggregate_token_mean,
-    "dr_grpo": _aggregate_constant,
-    "dapo": _aggregate_global_tokens,
-}
-
-# TRL options our surrogate path does not implement: name -> default it must keep.
+# TRL options our policy-loss path does not implement: name -> default it must keep.
 _SURROGATE_CONFLICTS = {
     "importance_sampling_level": "token",
     "off_policy_mask_threshold": None,
@@ -177,23 +145,20 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
                 raise ValueError(f"`{key}={getattr(args, key)!r}` is a TRL option that GroupRLTrainer replaces: {fix}.")
         if args.epsilon < 0 or (args.epsilon_high is not None and args.epsilon_high < 0):
             raise ValueError(f"`epsilon` ({args.epsilon}) and `epsilon_high` ({args.epsilon_high}) must be >= 0.")
-        if not 0.0 < args.hapo_entropy_pivot < 1.0:
-            raise ValueError(f"`hapo_entropy_pivot` must be in (0, 1), got {args.hapo_entropy_pivot}.")
-        for key in ("hapo_clip_alpha", "hapo_adv_beta"):
-            if getattr(args, key) < 0:
-                raise ValueError(f"`{key}` must be >= 0, got {getattr(args, key)}.")
-        hapo_on = args.hapo_adaptive_clip or args.hapo_advantage_redistribution
-        if args.hapo_compat_code and not hapo_on:
-            raise ValueError("`hapo_compat_code` is set but no HAPO switch is; set `hapo_adaptive_clip` or "
-                             "`hapo_advantage_redistribution`, or remove it.")
-        if hapo_on or args.clip_by_advantage_sign:
-            if args.loss_type not in _AGGREGATIONS:
-                raise ValueError(f"`loss_type={args.loss_type!r}` has no clipped surrogate to adapt; with "
-                                 f"`clip_by_advantage_sign` or a HAPO switch use one of {sorted(_AGGREGATIONS)}.")
+        if args.policy_loss is not None:
+            # One call on dummy inputs: the loss's own value checks, and a loss needing TRL's reference log-probs
+            # (computed only with beta > 0) fails here.
+            validate_policy_loss(args.policy_loss, args.policy_loss_kwargs, reference_logps=args.beta != 0.0)
+            if args.loss_type not in AGGREGATIONS:
+                raise ValueError(f"`loss_type={args.loss_type!r}` has no aggregation on our policy-loss path; with "
+                                 f"`policy_loss` use one of {AGGREGATIONS.names()}.")
             for key, default in _SURROGATE_CONFLICTS.items():
                 if getattr(args, key) != default:
-                    raise ValueError(f"`{key}={getattr(args, key)!r}` is not supported together with "
-                                     f"`clip_by_advantage_sign` / HAPO switches; leave it at {default!r}.")
+                    raise ValueError(f"`{key}={getattr(args, key)!r}` is not supported together with `policy_loss`; "
+                                     f"leave it at {default!r}.")
+        elif args.policy_loss_kwargs:
+            raise ValueError("`policy_loss_kwargs` is set but `policy_loss` is not; choose a policy loss "
+                             f"({', '.join(POLICY_LOSSES.names())}) or remove the kwargs.")
 
     @staticmethod
     def _check_dataset(dataset, name: str, names: list[str]) -> None:
@@ -209,11 +174,6 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
     @property
     def _needs_greedy_baseline(self) -> bool:
         return "baseline_rewards" in get_advantage_estimator(self.args.advantage_estimator).requires
-
-    @property
-    def _custom_surrogate(self) -> bool:
-        args = self.args
-        return bool(args.clip_by_advantage_sign or args.hapo_adaptive_clip or args.hapo_advantage_redistribution)
 
     # ------------------------------------------------------------------ advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -302,9 +262,9 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
 
     # ------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs):
-        if not self._custom_surrogate:
-            return super()._compute_loss(model, inputs)
         args = self.args
+        if args.policy_loss is None:
+            return super()._compute_loss(model, inputs)
         mode = "train" if self.model.training else "eval"
         prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
         mask = inputs["completion_mask"]
@@ -322,41 +282,32 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         old_logps = per_token_logps.detach() if old_logps is None else old_logps
         ratio = torch.exp(per_token_logps - old_logps)
 
-        eps_low, eps_high = self.epsilon_low, self.epsilon_high
-        h_hat = None
-        if args.hapo_adaptive_clip or args.hapo_advantage_redistribution:
-            h_hat = normalized_entropy(entropies.detach(), mask, args.hapo_entropy_pivot, args.hapo_compat_code)
-        if args.hapo_adaptive_clip:
-            eps_low, eps_high = adaptive_clip_bounds(eps_low, eps_high, h_hat, args.hapo_clip_alpha)
-        if args.hapo_advantage_redistribution:
-            advantages = redistribute_advantages(advantages, h_hat, ratio.detach(), eps_low, eps_high,
-                                                 args.hapo_adv_beta)
-        per_token_loss = clipped_surrogate(ratio, advantages, eps_low, eps_high, args.clip_by_advantage_sign)
+        per_token_loss, loss_metrics = compute_policy_loss(
+            args.policy_loss, args.policy_loss_kwargs, ratio=ratio, per_token_logps=per_token_logps,
+            old_per_token_logps=old_logps, ref_per_token_logps=inputs.get("ref_per_token_logps"),
+            advantages=advantages, mask=mask, entropies=entropies, epsilon_low=self.epsilon_low,
+            epsilon_high=self.epsilon_high,
+        )
         if self.beta != 0.0:
             ref = inputs["ref_per_token_logps"]
             per_token_kl = torch.exp(ref - per_token_logps) - (ref - per_token_logps) - 1
             if args.use_bias_correction_kl:
                 per_token_kl = per_token_kl * ratio
             per_token_loss = per_token_loss + self.beta * per_token_kl
-        loss = _AGGREGATIONS[self.loss_type](self, per_token_loss, mask, inputs, mode)
+        training = mode == "train"
+        loss = aggregate(self.loss_type, per_token_loss, mask,
+                         accumulation=self.current_gradient_accumulation_steps if training else 1.0,
+                         max_completion_length=self.max_completion_length,
+                         num_items_in_batch=inputs.get("num_items_in_batch"),
+                         num_processes=self.accelerator.num_processes,
+                         generation_steps=args.steps_per_generation if training else 1)
 
         metrics = self._metrics[mode]
         metrics["entropy"].append(self._global_masked_mean(entropies, mask))
         if self.beta != 0.0:
             metrics["kl"].append(self._global_masked_mean(per_token_kl, mask))
-        low = torch.as_tensor(eps_low, device=ratio.device)
-        high = torch.as_tensor(eps_high, device=ratio.device)
-        if args.clip_by_advantage_sign:
-            low = torch.where(advantages > 0, high, low)
-        is_low = (ratio < 1 - low) & (advantages < 0)
-        is_high = (ratio > 1 + high) & (advantages > 0)
-        metrics["clip_ratio/low_mean"].append(self._global_masked_mean(is_low.float(), mask))
-        metrics["clip_ratio/high_mean"].append(self._global_masked_mean(is_high.float(), mask))
-        metrics["clip_ratio/region_mean"].append(self._global_masked_mean((is_low | is_high).float(), mask))
-        if h_hat is not None:
-            metrics["hapo/h_hat_mean"].append(self._global_masked_mean(h_hat, mask))
-            metrics["hapo/eps_low_mean"].append(self._global_masked_mean(low.expand_as(ratio), mask))
-            metrics["hapo/eps_high_mean"].append(self._global_masked_mean(high.expand_as(ratio), mask))
+        for name, values in loss_metrics.items():  # per-token values: their mean over the masked tokens
+            metrics[name].append(self._global_masked_mean(values, mask))
         return loss
 
     def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -1,14 +1,8 @@
-"""Per-token clipped policy surrogates for group-relative RL: sign-dependent bounds and HAPO's entropy switches.
+"""HAPO's entropy-driven clipping and advantage redistribution as a policy loss (``policy_loss: hapo``).
 
-Pure tensor functions, used by `GroupRLTrainer` when a recipe turns on `clip_by_advantage_sign` or a HAPO switch
-(otherwise TRL's own surrogate runs). Shapes: ``[B, T]`` per-token tensors (B completions, T completion positions);
-advantages may be ``[B, 1]`` (one per completion, broadcast over tokens).
-
-PPO clipped surrogate (the loss minimised, per token)::
-
-    loss_t = -min(rho_t * A, clip(rho_t, 1 - eps_low, 1 + eps_high) * A)
-
-Because of the min, only the upper bound can bind when A > 0 and only the lower bound when A < 0.
+Pure tensor functions; the registered `hapo` loss runs them before the PPO clipped surrogate (`clipped.py`). Shapes:
+``[B, T]`` per-token tensors (B completions, T completion positions); advantages may be ``[B, 1]`` (one per
+completion, broadcast over tokens).
 
 HAPO (Liu et al., "Heterogeneous Adaptive Policy Optimization", arXiv 2509.16591; official code
 `starriver030515/HAPO`, `verl/trainer/ppo/core_algos.py`): a per-batch normalised token entropy h_hat in [-1, 1]
@@ -20,7 +14,13 @@ tokens get h_hat < 0) by default; ``compat_code=True`` reproduces the released c
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from ..registry import require_bool, require_in_range
+from .clipped import clip_metrics, clipped_surrogate
+from .registry import POLICY_LOSSES
 
 ENTROPY_FLOOR = 1e-8  # HAPO: log(max(H, 1e-8))
 STD_EPS = 1e-6  # HAPO code: (e - q) / (std + 1e-6)
@@ -89,23 +89,43 @@ def redistribute_advantages(advantages: torch.Tensor, h_hat: torch.Tensor, ratio
     return torch.where(h_hat > 0, high_entropy, other)
 
 
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float | torch.Tensor,
-                      eps_high: float | torch.Tensor, by_advantage_sign: bool = False) -> torch.Tensor:
-    """Per-token clipped surrogate loss ``-min(rho A, clip(rho, lo, hi) A)``, ``[B, T]``.
+@POLICY_LOSSES.register("hapo")
+def hapo(*, ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, entropies: torch.Tensor,
+         epsilon_low: float, epsilon_high: float, adaptive_clip: bool = True, advantage_redistribution: bool = True,
+         entropy_pivot: float = 0.8, clip_alpha: float = 1.0, adv_beta: float = 1.0, compat_code: bool = False,
+         by_advantage_sign: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """HAPO's adaptive clipping and advantage redistribution from the normalised token entropy, then PPO's clip.
 
-    Default: ``lo = 1 - eps_low``, ``hi = 1 + eps_high`` for every token (TRL's `epsilon`/`epsilon_high`; the NGRPO
-    code's 0.16/0.24 and DAPO's clip-higher 0.2/0.28 are of this form). ``by_advantage_sign=True`` is the NGRPO paper's
-    wording taken literally: a positive-advantage token gets the loose trust region ``1 +- eps_high``, a
-    negative-advantage token the strict one ``1 +- eps_low``. Under the pessimistic min the two give the same loss
-    (only hi binds for A > 0, only lo for A < 0), which `tests/test_group_rl_trainer.py` checks; the option exists
-    to make that reading explicit in a recipe.
+    ``adaptive_clip``: (iv) per-token bounds `adaptive_clip_bounds` of strength ``clip_alpha`` around TRL's
+    `epsilon` / `epsilon_high`; ``advantage_redistribution``: (iii) `redistribute_advantages` of strength
+    ``adv_beta``, its neutral band taken from the (adapted) bounds; at least one must be on (otherwise this is
+    `clipped`). ``entropy_pivot``: quantile of the log-entropies that maps to h_hat = 0, in (0, 1).
+    ``compat_code``: reproduce the released code's h_hat (every h_hat >= 0, see the module docstring).
+    ``by_advantage_sign``: the surrogate's sign-dependent trust region (`sign_clipped`), same loss under the min.
+    Metrics: TRL's clip ratios, ``hapo/h_hat_mean`` and the mean per-token bounds ``hapo/eps_{low,high}_mean``.
     """
+    for key, value in (("adaptive_clip", adaptive_clip), ("advantage_redistribution", advantage_redistribution),
+                       ("compat_code", compat_code), ("by_advantage_sign", by_advantage_sign)):
+        require_bool(key, value)
+    if isinstance(entropy_pivot, bool) or not isinstance(entropy_pivot, (int, float)) or not 0.0 < entropy_pivot < 1.0:
+        raise ValueError(f"`entropy_pivot` must be in (0, 1), got {entropy_pivot!r}.")
+    require_in_range("clip_alpha", clip_alpha, 0.0, math.inf)
+    require_in_range("adv_beta", adv_beta, 0.0, math.inf)
+    if not (adaptive_clip or advantage_redistribution):
+        raise ValueError("policy_loss 'hapo' with no HAPO switch on (`adaptive_clip`, `advantage_redistribution`) "
+                         "is the clipped surrogate: turn one on, or use `policy_loss: clipped`.")
+    eps_low, eps_high = epsilon_low, epsilon_high
+    h_hat = normalized_entropy(entropies.detach(), mask, entropy_pivot, compat_code)
+    if adaptive_clip:
+        eps_low, eps_high = adaptive_clip_bounds(eps_low, eps_high, h_hat, clip_alpha)
+    if advantage_redistribution:
+        advantages = redistribute_advantages(advantages, h_hat, ratio.detach(), eps_low, eps_high, adv_beta)
+    per_token_loss = clipped_surrogate(ratio, advantages, eps_low, eps_high, by_advantage_sign)
+    low = torch.as_tensor(eps_low, device=ratio.device)
+    high = torch.as_tensor(eps_high, device=ratio.device)
     if by_advantage_sign:
-        width = torch.where(advantages > 0, torch.as_tensor(eps_high), torch.as_tensor(eps_low))
-        lo, hi = 1 - width, 1 + width
-    else:
-        lo, hi = 1 - torch.as_tensor(eps_low), 1 + torch.as_tensor(eps_high)
-    lo = lo.to(ratio.dtype).to(ratio.device)
-    hi = hi.to(ratio.dtype).to(ratio.device)
-    clipped = torch.minimum(torch.maximum(ratio, lo), hi)
-    return -torch.minimum(ratio * advantages, clipped * advantages)
+        low = torch.where(advantages > 0, high, low)
+    metrics = clip_metrics(ratio, advantages, low, high)
+    metrics.update({"hapo/h_hat_mean": h_hat, "hapo/eps_low_mean": low.expand_as(ratio),
+                    "hapo/eps_high_mean": high.expand_as(ratio)})
+    return per_token_loss, metrics
