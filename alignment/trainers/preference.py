@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -27,48 +26,18 @@ from ..losses import (
     validate_token_weighting,
 )
 from .checkpoint_files import load_per_process_state, save_per_process_state
+from .collators import EXTRA_COLUMNS, ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
 from .reference_cache import ReferenceCacheMixin
 from .reference_free import check_reference_free, without_reference_model
 from .sparsepo import ReferenceTokenOutputs
 from .validation import check_chat_template, check_preference_dataset, fill_unused_chosen
 
-# Per-example columns that TRL would drop and the losses may use.
-EXTRA_COLUMNS = ("margin", "weight", "domain", "empty_trace", "preference_prob")
-_NUMERIC_COLUMNS = tuple(column for column in EXTRA_COLUMNS if column != "domain")  # -> float [B]; domain -> ids
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *EXTRA_COLUMNS}
 # The fused-LM-head outputs TRL's DPOTrainer requests (its `__init__`), before any a selected loss adds.
 _TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 LOSS_STATE_NAME = "loss_state.pt"
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ExtraColumnsCollator:
-    """Wraps TRL's preference collator and passes `margin`, `weight` and `domain` through as ``[B]`` tensors.
-
-    Domains are strings in datasets; they become integer ids here, in order of first appearance per trainer
-    (`domain_names` keeps the mapping, shared with the trainer for logging).
-    """
-
-    base: Callable[[list[dict[str, Any]]], dict[str, Any]]
-    domain_names: list[str]
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.base(examples)
-        first = examples[0]
-        for column in _NUMERIC_COLUMNS:
-            if column in first:
-                batch[column] = torch.tensor([float(example[column]) for example in examples], dtype=torch.float32)
-        if "domain" in first:
-            batch["domain"] = torch.tensor([self._domain_id(example["domain"]) for example in examples])
-        return batch
-
-    def _domain_id(self, name: Any) -> int:
-        name = str(name)
-        if name not in self.domain_names:
-            self.domain_names.append(name)
-        return self.domain_names.index(name)
 
 
 class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer):

@@ -22,7 +22,7 @@ from trl import SFTTrainer
 from trl.trainer.utils import add_fused_lm_head
 
 from .domain_reweighting import DomainReweightingMixin
-from .preference import ExtraColumnsCollator
+from .collators import ExtraColumnsCollator
 
 
 class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
