@@ -28,6 +28,7 @@ from ..losses import (
 from .checkpoint_files import load_per_process_state, save_per_process_state
 from .collators import EXTRA_COLUMNS, ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
+from .metrics import gather_mean, gather_ratio, gather_std, gather_total
 from .reference_cache import ReferenceCacheMixin
 from .reference_free import check_reference_free, without_reference_model
 from .sparsepo import ReferenceTokenOutputs
@@ -294,7 +295,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
 
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
-            self._metrics[mode]["aux_loss"].append(self._gather_mean(outputs.aux_loss))
+            self._metrics[mode]["aux_loss"].append(gather_mean(self.accelerator, outputs.aux_loss))
 
         self._log_step_metrics(mode, inputs, outputs, batch, token_mask, seq_len, loss_metrics)
 
@@ -339,7 +340,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         for side, side_weights, side_mask in zip(("chosen", "rejected"), weights.chunk(2, dim=0), mask.chunk(2, dim=0)):
             fields[f"{side}_token_weight"] = side_weights
             self._metrics[mode][f"token_weight/mean_{side}"].append(
-                self._gather_ratio((side_weights * side_mask).sum(), side_mask.sum())
+                gather_ratio(self.accelerator, (side_weights * side_mask).sum(), side_mask.sum())
             )
         return fields
 
@@ -458,54 +459,40 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             state.load_state_dict(saved[name])
 
     # ------------------------------------------------------------------ metrics
-    def _gather_mean(self, value: torch.Tensor) -> float:
-        value = value.detach().float()
-        return self.accelerator.gather_for_metrics(value.reshape(-1)).mean().item()
-
-    def _gather_std(self, value: torch.Tensor) -> float:
-        """Population standard deviation over the global batch (0 for a single example)."""
-        value = self.accelerator.gather_for_metrics(value.detach().float().reshape(-1))
-        return value.std(unbiased=False).item()
-
-    def _gather_ratio(self, numerator: torch.Tensor, denominator: torch.Tensor) -> float:
-        num = self.accelerator.gather_for_metrics(numerator.detach().float().reshape(1)).sum()
-        den = self.accelerator.gather_for_metrics(denominator.detach().float().reshape(1)).sum()
-        return (num / den).item() if den > 0 else 0.0
-
     def _log_step_metrics(self, mode, inputs, outputs, batch, token_mask, seq_len, loss_metrics) -> None:
         """TRL's DPO metrics (same names), plus whatever the loss returned."""
-        metrics = self._metrics[mode]
+        metrics, accelerator = self._metrics[mode], self.accelerator
         flat_mask = token_mask.bool()
         entropy = outputs.entropy[:, -seq_len:].detach()
-        metrics["entropy"].append(self._gather_ratio((entropy * flat_mask).sum(), flat_mask.sum()))
+        metrics["entropy"].append(gather_ratio(accelerator, (entropy * flat_mask).sum(), flat_mask.sum()))
         if mode == "train":
-            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            tokens = gather_total(accelerator, inputs["attention_mask"].sum())
             self._total_train_tokens += tokens // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
 
         chosen_mask, rejected_mask = flat_mask.chunk(2, dim=0)
         chosen_logits, rejected_logits = outputs.mean_logits[:, -seq_len:].detach().chunk(2, dim=0)
-        metrics["logits/chosen"].append(self._gather_ratio(chosen_logits[chosen_mask].sum(), chosen_mask.sum()))
+        metrics["logits/chosen"].append(gather_ratio(accelerator, chosen_logits[chosen_mask].sum(), chosen_mask.sum()))
         metrics["logits/rejected"].append(
-            self._gather_ratio(rejected_logits[rejected_mask].sum(), rejected_mask.sum())
+            gather_ratio(accelerator, rejected_logits[rejected_mask].sum(), rejected_mask.sum())
         )
         chosen_top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
         metrics["mean_token_accuracy"].append(
-            self._gather_ratio((chosen_top1 & chosen_mask).sum(), chosen_mask.sum())
+            gather_ratio(accelerator, (chosen_top1 & chosen_mask).sum(), chosen_mask.sum())
         )
 
         # Reference-free: the policy log-likelihood is the implicit reward (as TRL's CPO/ORPO trainers log it).
         free = self._reference_free
         chosen_rewards = self.beta * (batch.chosen_logps_sum if free else batch.chosen_logratios).detach()
         rejected_rewards = self.beta * (batch.rejected_logps_sum if free else batch.rejected_logratios).detach()
-        metrics["rewards/chosen"].append(self._gather_mean(chosen_rewards))
-        metrics["rewards/rejected"].append(self._gather_mean(rejected_rewards))
-        metrics["rewards/accuracies"].append(self._gather_mean((chosen_rewards > rejected_rewards).float()))
-        metrics["rewards/margins"].append(self._gather_mean(chosen_rewards - rejected_rewards))
-        metrics["logps/chosen"].append(self._gather_mean(batch.chosen_logps_sum))
-        metrics["logps/rejected"].append(self._gather_mean(batch.rejected_logps_sum))
+        metrics["rewards/chosen"].append(gather_mean(accelerator, chosen_rewards))
+        metrics["rewards/rejected"].append(gather_mean(accelerator, rejected_rewards))
+        metrics["rewards/accuracies"].append(gather_mean(accelerator, (chosen_rewards > rejected_rewards).float()))
+        metrics["rewards/margins"].append(gather_mean(accelerator, chosen_rewards - rejected_rewards))
+        metrics["logps/chosen"].append(gather_mean(accelerator, batch.chosen_logps_sum))
+        metrics["logps/rejected"].append(gather_mean(accelerator, batch.rejected_logps_sum))
         for key, value in loss_metrics.items():
-            metrics[key].append(self._gather_mean(value))
+            metrics[key].append(gather_mean(accelerator, value))
             if key.endswith("/weight"):  # instance weights (madpo, wpo, ...): their spread says how much they adapt
-                metrics[f"{key}_std"].append(self._gather_std(value))
+                metrics[f"{key}_std"].append(gather_std(accelerator, value))
 
