@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
 from dataclasses import fields
 from typing import Any
@@ -14,21 +13,21 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from ..losses.turns import assistant_turn_markers, completion_turn_ids
-from ..packing import (PackedSequences, check_packing_isolates, pack_sequences, packed_fused_forward,
-                       register_packed_sdpa)
+from ..packing import PackedSequences, pack_sequences, packed_fused_forward
 from ..losses import (
     LossState,
     PreferenceBatch,
     compute_preference_loss,
     compute_token_weights,
     get_preference_loss,
-    validate_preference_loss,
     validate_token_weighting,
 )
 from .checkpoint_files import load_per_process_state, save_per_process_state
 from .collators import EXTRA_COLUMNS, ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
 from .metrics import gather_mean, gather_ratio, gather_std, gather_total
+from .preference_config import (check_padding_free, check_padding_free_losses, parameters_sharded,
+                                resolve_loss_hparams)
 from .reference_cache import ReferenceCacheMixin
 from .reference_free import check_reference_free, without_reference_model
 from .sparsepo import ReferenceTokenOutputs
@@ -38,7 +37,6 @@ _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", 
 # The fused-LM-head outputs TRL's DPOTrainer requests (its `__init__`), before any a selected loss adds.
 _TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 LOSS_STATE_NAME = "loss_state.pt"
-logger = logging.getLogger(__name__)
 
 
 class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer):
@@ -67,7 +65,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                  processing_class=None, **kwargs):
         if args is None:
             raise ValueError("PreferenceTrainer needs `args` (an `alignment.PreferenceConfig`).")
-        self._loss_hparams = self._resolve_loss_hparams(args)
+        self._loss_hparams = resolve_loss_hparams(args)
         self._token_weighting = getattr(args, "token_weighting", None)
         self._token_weighting_kwargs = dict(getattr(args, "token_weighting_kwargs", None) or {})
         if self._token_weighting is not None:
@@ -95,10 +93,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
 
         self._padding_free = bool(args.padding_free)
         if self._padding_free:
-            needs_reference = [spec.name for spec in specs if spec.requires_reference_outputs]
-            if needs_reference:
-                raise ValueError(f"`padding_free=True` cannot serve {needs_reference}: they read the reference's hidden "
-                                 "states / full outputs in the padded layout. Set `padding_free: false`.")
+            check_padding_free_losses(specs)
         # TRL 1.16 would warn that padding_free is disabled and reset it; we implement it (`_fused_forward`), so TRL
         # sees False and the user's `args` get their value back.
         args.padding_free = False
@@ -134,74 +129,8 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                 self._loss_states[spec.name] = LossState(gather=self.accelerator.gather, generator=generator)
         self._sparse = self._init_sparse_outputs(args, specs, kwargs.get("optimizers"))
         if self._padding_free:
-            self._check_padding_free()
-
-    # ------------------------------------------------------------------ configuration
-    @staticmethod
-    def _resolve_loss_hparams(args) -> dict[str, dict[str, Any]]:
-        """Split `beta`, `label_smoothing` and `loss_kwargs` among the selected losses; reject what nothing uses."""
-        recomputed = ("Per-token reference log-probs are recomputed each step and losses are chosen with `loss_type` "
-                      "(see `alignment.losses.list_preference_losses()`).")
-        unsupported = {  # option: (value, default, what to do instead)
-            "f_divergence_type": (args.f_divergence_type, "reverse_kl", recomputed),
-            "ld_alpha": (args.ld_alpha, None, recomputed),
-            "use_weighting": (args.use_weighting, False, recomputed),
-            "precompute_ref_log_probs": (args.precompute_ref_log_probs, False, (
-                "Set `reference_cache_dir: <directory>` instead: it runs the same one-off pass over the data with "
-                "the reference (no reference model kept in memory), stores the per-token log-probs on disk keyed by "
-                "the reference weights, tokenizer, data and truncation, and later runs with the same inputs read "
-                "them back without any reference forward (docs/reference-cache.md).")),
-        }
-        for key, (value, default, instead) in unsupported.items():
-            if value != default:
-                raise ValueError(
-                    f"`{key}={value!r}` is a TRL DPOTrainer option that alignment's PreferenceTrainer does not "
-                    f"implement; leave it at {default!r}. {instead}"
-                )
-        if args.beta is None or not args.beta > 0:
-            raise ValueError(f"`beta` must be > 0, got {args.beta}. Typical values are 0.01-0.5 (TRL default 0.1).")
-        if not args.loss_type:
-            raise ValueError("`loss_type` is empty; name at least one loss, e.g. `sigmoid`.")
-        offered = {"beta": args.beta, **args.loss_kwargs}
-        if args.label_smoothing:
-            offered["label_smoothing"] = args.label_smoothing
-        per_loss: dict[str, dict[str, Any]] = {}
-        used: set[str] = set()
-        for name in args.loss_type:
-            spec = get_preference_loss(name)  # unknown name -> error listing the valid ones
-            hparams = {key: value for key, value in offered.items() if key in spec.hparams}
-            validate_preference_loss(name, **hparams)  # bad values (beta <= 0, ...) fail here, before any step
-            per_loss[name] = hparams
-            used.update(hparams)
-        unused = sorted(set(offered) - used - {"beta"})
-        if unused:
-            raise ValueError(
-                f"{unused} are set but no selected loss ({args.loss_type}) takes them. Remove them or pick a loss "
-                "that uses them."
-            )
-        return per_loss
-
-    def _check_padding_free(self) -> None:
-        """`padding_free=True`: refuse what a packed row cannot carry, then probe that the model isolates sequences."""
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if is_peft_model(unwrapped) and unwrapped.active_peft_config.is_prompt_learning:
-            raise ValueError("`padding_free=True` does not support prompt-learning PEFT (prefix/prompt tuning): its "
-                             "virtual tokens are prepended to every row. Use LoRA or set `padding_free: false`.")
-        if self._is_vlm or self._is_vision_dataset:
-            raise ValueError("`padding_free=True` does not support vision-language models or image inputs. Set "
-                             "`padding_free: false`.")
-        if self.is_fsdp_enabled or (self.is_deepspeed_enabled
-                                    and self.accelerator.state.deepspeed_plugin.zero_stage == 3):
-            logger.warning("padding_free: the start-up probe that packed sequences are isolated is skipped under "
-                           "FSDP / ZeRO-3 (parameters are sharded until training starts).")
-            return
-        target = unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
-        # sdpa would run the packed row as one dense [L, L]-masked attention (slower than padding on CPU, see
-        # docs/padding-free.md); `packed_sdpa` runs it per sequence, like flash-attention's varlen kernel.
-        for module in (target, self.ref_model):
-            if module is not None and module.config._attn_implementation == "sdpa":
-                module.set_attn_implementation(register_packed_sdpa())
-        check_packing_isolates(target, target.get_output_embeddings().weight.size(0))
+            check_padding_free(self.accelerator.unwrap_model(self.model), self.ref_model,
+                               vision=self._is_vlm or self._is_vision_dataset, sharded=parameters_sharded(self))
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -367,8 +296,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         }
         if len(independent) > 1:
             raise ValueError("The selected losses disagree on `independent_masks`; set it once in `loss_kwargs`.")
-        if self.is_fsdp_enabled or (self.is_deepspeed_enabled
-                                    and self.accelerator.state.deepspeed_plugin.zero_stage == 3):
+        if parameters_sharded(self):
             raise ValueError("SparsePO's token KL reads the full LM-head weights of policy and reference, which FSDP "
                              "and DeepSpeed ZeRO-3 shard; use DDP or ZeRO-2.")
         if mask == "learned" and self.is_deepspeed_enabled:
