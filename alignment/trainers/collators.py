@@ -8,14 +8,18 @@ from typing import Any
 
 import torch
 
-# Per-example columns that TRL would drop and the losses may use.
-EXTRA_COLUMNS = ("margin", "weight", "domain", "empty_trace", "preference_prob")
-_NUMERIC_COLUMNS = tuple(column for column in EXTRA_COLUMNS if column != "domain")  # -> float [B]; domain -> ids
+from .preference_batch import PER_EXAMPLE_COLUMNS
+
+# Columns whose values are names (strings in datasets) and become integer ids; every other column becomes float32.
+_CATEGORICAL_COLUMNS = ("domain",)
 
 
 @dataclass
 class ExtraColumnsCollator:
-    """Wraps TRL's preference collator and passes `margin`, `weight` and `domain` through as ``[B]`` tensors.
+    """Wraps a TRL collator and passes the per-example columns (`margin`, `weight`, `domain`, ...) as ``[B]`` tensors.
+
+    The columns are those the loss registry declares (`alignment.trainers.preference_batch.PER_EXAMPLE_COLUMNS`), so
+    a new column reaches the batch without an edit here.
 
     Domains are strings in datasets; they become integer ids here, in order of first appearance per trainer
     (`domain_names` keeps the mapping, shared with the trainer for logging).
@@ -27,11 +31,13 @@ class ExtraColumnsCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.base(examples)
         first = examples[0]
-        for column in _NUMERIC_COLUMNS:
-            if column in first:
+        for column in PER_EXAMPLE_COLUMNS:
+            if column not in first:
+                continue
+            if column in _CATEGORICAL_COLUMNS:
+                batch[column] = torch.tensor([self._domain_id(example[column]) for example in examples])
+            else:
                 batch[column] = torch.tensor([float(example[column]) for example in examples], dtype=torch.float32)
-        if "domain" in first:
-            batch["domain"] = torch.tensor([self._domain_id(example["domain"]) for example in examples])
         return batch
 
     def _domain_id(self, name: Any) -> int:

@@ -23,9 +23,10 @@ from ..losses import (
     validate_token_weighting,
 )
 from .checkpoint_files import load_per_process_state, save_per_process_state
-from .collators import EXTRA_COLUMNS, ExtraColumnsCollator
+from .collators import ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
 from .metrics import gather_mean, gather_ratio, gather_std, gather_total
+from .preference_batch import PER_EXAMPLE_COLUMNS, completion_labels, model_inputs
 from .preference_config import (check_padding_free, check_padding_free_losses, parameters_sharded,
                                 resolve_loss_hparams)
 from .reference_cache import ReferenceCacheMixin
@@ -33,7 +34,6 @@ from .reference_free import check_reference_free, without_reference_model
 from .sparsepo import ReferenceTokenOutputs
 from .validation import check_chat_template, check_preference_dataset, fill_unused_chosen
 
-_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *EXTRA_COLUMNS}
 # The fused-LM-head outputs TRL's DPOTrainer requests (its `__init__`), before any a selected loss adds.
 _TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 LOSS_STATE_NAME = "loss_state.pt"
@@ -134,7 +134,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        for column in EXTRA_COLUMNS:
+        for column in PER_EXAMPLE_COLUMNS:
             if column not in self._signature_columns:
                 self._signature_columns.append(column)
 
@@ -164,11 +164,10 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         completion_mask = inputs["completion_mask"]
-        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
-        model_kwargs["use_cache"] = False
+        model_kwargs = model_inputs(inputs)
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        labels = completion_labels(inputs)
         packed = pack_sequences(inputs["input_ids"], inputs["attention_mask"], labels) if self._padding_free else None
         with self._capture_sparse_policy(model):
             outputs = self._fused_forward(model, model_kwargs, labels, packed)

@@ -39,13 +39,13 @@ from ..ref_cache import (
     hash_tokenizer,
     load_or_build,
 )
+from .preference_batch import completion_labels, model_inputs
 
 logger = logging.getLogger(__name__)
 
 ROW_COLUMN = "ref_cache_row"
 # Row ids carry the dataset they index (train, each eval set) in their high bits: id = slot * ROW_STRIDE + row.
 ROW_STRIDE = 1 << 40
-_NON_MODEL_KEYS = ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")
 
 
 @dataclass
@@ -233,9 +233,8 @@ class ReferenceCacheMixin:
         from trl.trainer.utils import use_adapter
 
         completion_mask = batch["completion_mask"]
-        model_kwargs = {k: v for k, v in batch.items() if k not in _NON_MODEL_KEYS}
-        model_kwargs["use_cache"] = False
-        labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
+        model_kwargs = model_inputs(batch)
+        labels = completion_labels(batch)
         adapter = contextlib.nullcontext()
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
