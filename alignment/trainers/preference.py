@@ -9,11 +9,10 @@ from typing import Any
 import torch
 from accelerate.utils import is_peft_model
 from trl import DPOTrainer
-from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import add_fused_lm_head, use_adapter
+from trl.trainer.utils import add_fused_lm_head
 
 from ..losses.turns import assistant_turn_markers, completion_turn_ids
-from ..packing import PackedSequences, pack_sequences, packed_fused_forward
+from ..packing import PackedSequences, pack_sequences
 from ..losses import (
     LossState,
     PreferenceBatch,
@@ -29,7 +28,8 @@ from .metrics import gather_mean, gather_ratio, gather_std, gather_total
 from .preference_batch import PER_EXAMPLE_COLUMNS, completion_labels, model_inputs
 from .preference_config import (check_padding_free, check_padding_free_losses, parameters_sharded,
                                 resolve_loss_hparams)
-from .reference_cache import ReferenceCacheMixin
+from .reference_cache import ROW_COLUMN, ReferenceCacheMixin
+from .reference_logps import fused_forward, reference_token_logps
 from .reference_free import check_reference_free, without_reference_model
 from .sparsepo import ReferenceTokenOutputs
 from .validation import check_chat_template, check_preference_dataset, fill_unused_chosen
@@ -139,38 +139,28 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                 self._signature_columns.append(column)
 
     # ------------------------------------------------------------------ loss
-    @staticmethod
-    def _fused_forward(model, model_kwargs: dict[str, Any], labels: torch.Tensor, packed: PackedSequences | None):
-        """The fused-head forward, on the padded batch or (`padding_free`) on its packed row; either way the
-        per-token outputs come back ``[2B, T-1]`` (`alignment.packing`)."""
-        if packed is None:
-            return model(**model_kwargs, labels=labels, fused_lm_head=True)
-        return packed_fused_forward(model, model_kwargs, packed)
-
     def _reference_token_logps(self, model_kwargs: dict[str, Any], labels: torch.Tensor,
-                               packed: PackedSequences | None = None) -> torch.Tensor:
+                               packed: PackedSequences | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Per-token log-probs of the reference: `ref_model`, or the policy with adapters off under PEFT, or the
-        on-disk cache when `args.reference_cache_dir` is set (`ReferenceCacheMixin`: no reference forward at all)."""
+        on-disk cache when `args.reference_cache_dir` is set (``rows``: the batch's cache row ids; no forward)."""
         if self.reference_cache_enabled:
-            return self._cached_reference_token_logps(labels)
-        ref_kwargs = {k: v for k, v in model_kwargs.items() if k != "output_router_logits"}
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            if self.ref_model is None and is_peft_model(self.model):
-                unwrapped = self.accelerator.unwrap_model(self.model)
-                with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
-                    return self._fused_forward(self.model, ref_kwargs, labels, packed).log_probs
-            return self._fused_forward(self.ref_model, ref_kwargs, labels, packed).log_probs
+            return self._cached_reference_token_logps(labels, rows)
+        return reference_token_logps(self.model, self.ref_model, model_kwargs, labels, accelerator=self.accelerator,
+                                     gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+                                     packed=packed)
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         completion_mask = inputs["completion_mask"]
+        # The cache's row ids (with `reference_cache_dir`) go to the reference lookup, never to the model.
+        rows = inputs.pop(ROW_COLUMN, None)
         model_kwargs = model_inputs(inputs)
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
         labels = completion_labels(inputs)
         packed = pack_sequences(inputs["input_ids"], inputs["attention_mask"], labels) if self._padding_free else None
         with self._capture_sparse_policy(model):
-            outputs = self._fused_forward(model, model_kwargs, labels, packed)
+            outputs = fused_forward(model, model_kwargs, labels, packed)
 
         # Position t of the fused outputs scores token t+1, so the completion mask is shifted by one.
         token_mask = completion_mask[:, 1:]
@@ -180,7 +170,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         ref_chosen_logps = ref_rejected_logps = None
         if not self._reference_free:
             with self._capture_sparse_reference():
-                ref_logps = self._reference_token_logps(model_kwargs, labels, packed)[:, -seq_len:]
+                ref_logps = self._reference_token_logps(model_kwargs, labels, packed, rows)[:, -seq_len:]
             ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
         mask = token_mask.to(policy_logps.dtype)
 
