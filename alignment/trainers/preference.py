@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -31,7 +29,7 @@ from .preference_config import (check_padding_free, check_padding_free_losses, p
 from .reference_cache import ROW_COLUMN, ReferenceCacheMixin
 from .reference_logps import fused_forward, reference_token_logps
 from .reference_free import check_reference_free, without_reference_model
-from .sparsepo import ReferenceTokenOutputs
+from .sparsepo import SparsePOComponent
 from .validation import check_chat_template, check_preference_dataset, fill_unused_chosen
 
 # The fused-LM-head outputs TRL's DPOTrainer requests (its `__init__`), before any a selected loss adds.
@@ -127,7 +125,11 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             if spec.stateful and spec.name not in self._loss_states:
                 generator = torch.Generator().manual_seed(int(args.seed) + int(args.process_index))
                 self._loss_states[spec.name] = LossState(gather=self.accelerator.gather, generator=generator)
-        self._sparse = self._init_sparse_outputs(args, specs, kwargs.get("optimizers"))
+        # SparsePO's reference outputs and mask heads (a no-op component unless a loss requires them)
+        self._sparse = SparsePOComponent.build(
+            args, specs, self._loss_hparams, model_config=self.model.config, accelerator=self.accelerator,
+            sharded=parameters_sharded(self), deepspeed=self.is_deepspeed_enabled, optimizers=kwargs.get("optimizers"),
+        )
         if self._padding_free:
             check_padding_free(self.accelerator.unwrap_model(self.model), self.ref_model,
                                vision=self._is_vlm or self._is_vision_dataset, sharded=parameters_sharded(self))
@@ -159,7 +161,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             model_kwargs["output_router_logits"] = True
         labels = completion_labels(inputs)
         packed = pack_sequences(inputs["input_ids"], inputs["attention_mask"], labels) if self._padding_free else None
-        with self._capture_sparse_policy(model):
+        with self._sparse.capture_policy(model):
             outputs = fused_forward(model, model_kwargs, labels, packed)
 
         # Position t of the fused outputs scores token t+1, so the completion mask is shifted by one.
@@ -169,7 +171,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         policy_logps = outputs.log_probs[:, -seq_len:]
         ref_chosen_logps = ref_rejected_logps = None
         if not self._reference_free:
-            with self._capture_sparse_reference():
+            with self._sparse.capture_reference(self.model, self.ref_model):
                 ref_logps = self._reference_token_logps(model_kwargs, labels, packed, rows)[:, -seq_len:]
             ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
         mask = token_mask.to(policy_logps.dtype)
@@ -191,7 +193,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             **self._turn_ids(inputs, token_mask),
             **self._token_outputs(outputs, seq_len),
             **self._token_weights(mode, outputs, policy_logps, mask, seq_len),
-            **self._sparse_fields(model, token_mask),
+            **self._sparse.batch_fields(model, self.model, self.ref_model, token_mask),
         )
 
         loss = 0.0
@@ -262,82 +264,10 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             )
         return fields
 
-    # ------------------------------------------------------------------ SparsePO: reference outputs and mask heads
-    # Losses that require `token_kl` / `sparse_masks` (registry `requires`) get them from `ReferenceTokenOutputs`
-    # (alignment/trainers/sparsepo.py); everything here is a no-op otherwise.
-    _SPARSE_FIELDS = ("sparsepo_mask", "sparsepo_mask_dropout", "mask_weight_decay", "sparsepo_mapo_activations")
-
-    def _init_sparse_outputs(self, args, specs, optimizers) -> ReferenceTokenOutputs | None:
-        """Check the SparsePO configuration against the selected losses and the launch; build what they need."""
-        needed = {extra for spec in specs for extra in spec.requires_reference_outputs}
-        defaults = {f.name: f.default_factory() if callable(f.default_factory) else f.default
-                    for f in fields(type(args)) if f.name in self._SPARSE_FIELDS}
-        changed = sorted(name for name, default in defaults.items() if getattr(args, name) != default)
-        if changed and "sparse_masks" not in needed:
-            raise ValueError(f"{changed} are set but no selected loss ({args.loss_type}) uses SparsePO masks; remove "
-                             "them or select `loss_type: sparsepo`.")
-        if not needed:
-            return None
-        mask = args.sparsepo_mask if "sparse_masks" in needed else None
-        independent = {
-            bool(self._loss_hparams[spec.name].get("independent_masks", spec.hparams.get("independent_masks", False)))
-            for spec in specs if "sparse_masks" in spec.requires_reference_outputs
-        }
-        if len(independent) > 1:
-            raise ValueError("The selected losses disagree on `independent_masks`; set it once in `loss_kwargs`.")
-        if parameters_sharded(self):
-            raise ValueError("SparsePO's token KL reads the full LM-head weights of policy and reference, which FSDP "
-                             "and DeepSpeed ZeRO-3 shard; use DDP or ZeRO-2.")
-        if mask == "learned" and self.is_deepspeed_enabled:
-            raise ValueError("Learned SparsePO masks are trained outside the DeepSpeed engine; use DDP (or "
-                             "`sparsepo_mask: mapo`, which learns nothing).")
-        if mask == "learned" and optimizers is not None and optimizers[0] is not None:
-            raise ValueError("Learned SparsePO masks must be added to the optimizer the trainer creates; do not pass "
-                             "`optimizers=` (set `optim` / `optim_args` instead).")
-        sparse = ReferenceTokenOutputs(
-            self.model.config, needs_kl="token_kl" in needed, mask=mask, independent=independent.pop() if independent
-            else False, dropout=args.sparsepo_mask_dropout, mapo_activations=tuple(args.sparsepo_mapo_activations),
-        )
-        if sparse.mask_heads is not None:
-            sparse.mask_heads.to(self.accelerator.device)
-        return sparse
-
-    def _sparse_policy_target(self, model=None):
-        """The policy's `PreTrainedModel` (under PEFT, the base model carrying the fused head)."""
-        unwrapped = self.accelerator.unwrap_model(model if model is not None else self.model)
-        return unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
-
-    def _sparse_reference_target(self):
-        """The reference's `PreTrainedModel`: `ref_model`, or the policy itself with adapters off under PEFT."""
-        if self.ref_model is None:
-            return self._sparse_policy_target()
-        return self.accelerator.unwrap_model(self.ref_model)
-
-    def _capture_sparse_policy(self, model):
-        if self._sparse is None:
-            return nullcontext()
-        return self._sparse.capture_policy(self._sparse_policy_target(model).base_model)
-
-    def _capture_sparse_reference(self):
-        if self._sparse is None:
-            return nullcontext()
-        return self._sparse.capture_reference(self._sparse_reference_target().base_model)
-
-    def _sparse_fields(self, model, token_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self._sparse is None:
-            return {}
-        return self._sparse.batch_fields(token_mask, self._sparse_policy_target(model),
-                                         self._sparse_reference_target(), training=self.model.training)
-
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
-        heads = self._sparse.mask_heads if self._sparse is not None else None
-        if heads is not None:
-            first = next(heads.parameters())
-            if not any(param is first for group in optimizer.param_groups for param in group["params"]):
-                self._sparse.add_to_optimizer(optimizer, weight_decay=self.args.mask_weight_decay,
-                                              max_grad_norm=self.args.max_grad_norm,
-                                              world_size=self.args.world_size)
+        self._sparse.add_to_optimizer(optimizer, weight_decay=self.args.mask_weight_decay,
+                                      max_grad_norm=self.args.max_grad_norm, world_size=self.args.world_size)
         return optimizer
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
