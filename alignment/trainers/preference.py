@@ -9,26 +9,20 @@ from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 from trl.trainer.utils import add_fused_lm_head
 
-from ..losses.turns import assistant_turn_markers, completion_turn_ids
+from ..losses import LossState, PreferenceBatch, compute_preference_loss, get_preference_loss, validate_token_weighting
+from ..losses.turns import assistant_turn_markers
 from ..packing import PackedSequences, pack_sequences
-from ..losses import (
-    LossState,
-    PreferenceBatch,
-    compute_preference_loss,
-    compute_token_weights,
-    get_preference_loss,
-    validate_token_weighting,
-)
 from .checkpoint_files import load_per_process_state, save_per_process_state
 from .collators import ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
 from .metrics import gather_mean, gather_ratio, gather_std, gather_total
-from .preference_batch import PER_EXAMPLE_COLUMNS, completion_labels, model_inputs
+from .preference_batch import (PER_EXAMPLE_COLUMNS, PreferenceBatchBuilder, StepForward, completion_labels,
+                               model_inputs)
 from .preference_config import (check_padding_free, check_padding_free_losses, parameters_sharded,
                                 resolve_loss_hparams)
 from .reference_cache import ROW_COLUMN, ReferenceCacheMixin
-from .reference_logps import fused_forward, reference_token_logps
 from .reference_free import check_reference_free, without_reference_model
+from .reference_logps import fused_forward, reference_token_logps
 from .sparsepo import SparsePOComponent
 from .validation import check_chat_template, check_preference_dataset, fill_unused_chosen
 
@@ -64,13 +58,13 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         if args is None:
             raise ValueError("PreferenceTrainer needs `args` (an `alignment.PreferenceConfig`).")
         self._loss_hparams = resolve_loss_hparams(args)
-        self._token_weighting = getattr(args, "token_weighting", None)
-        self._token_weighting_kwargs = dict(getattr(args, "token_weighting_kwargs", None) or {})
-        if self._token_weighting is not None:
+        token_weighting = getattr(args, "token_weighting", None)
+        token_weighting_kwargs = dict(getattr(args, "token_weighting_kwargs", None) or {})
+        if token_weighting is not None:
             # unknown name, unknown hyper-parameter or bad value -> error now, before any step
-            validate_token_weighting(self._token_weighting, **self._token_weighting_kwargs)
-        elif self._token_weighting_kwargs:
-            raise ValueError(f"`token_weighting_kwargs={self._token_weighting_kwargs}` is set but `token_weighting` is "
+            validate_token_weighting(token_weighting, **token_weighting_kwargs)
+        elif token_weighting_kwargs:
+            raise ValueError(f"`token_weighting_kwargs={token_weighting_kwargs}` is set but `token_weighting` is "
                              "not; name a weighting (e.g. `tldr`) or remove the kwargs.")
         specs = [get_preference_loss(name) for name in args.loss_type]
         reading_chosen = [spec.name for spec in specs if "chosen" in spec.sides]
@@ -92,7 +86,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         self._padding_free = bool(args.padding_free)
         if self._padding_free:
             check_padding_free_losses(specs)
-        # TRL 1.16 would warn that padding_free is disabled and reset it; we implement it (`_fused_forward`), so TRL
+        # TRL 1.16 would warn that padding_free is disabled and reset it; we implement it (`fused_forward`), so TRL
         # sees False and the user's `args` get their value back.
         args.padding_free = False
         # Reference-free losses only (simpo, cpo, orpo, sft): no reference model is built, loaded or run.
@@ -109,10 +103,10 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         self.data_collator = ExtraColumnsCollator(self.data_collator, self.domain_names)
         # Turn-level losses (dmpo) need each completion token's assistant-turn index; the markers come from the chat
         # template, derived once here so a template they cannot be found in fails before training.
-        self._turn_markers = None
+        turn_markers = None
         if any(spec.requires_token_annotations for spec in specs):
             tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-            self._turn_markers = assistant_turn_markers(tokenizer)
+            turn_markers = assistant_turn_markers(tokenizer)
         if self._model_outputs:
             # TRL's __init__ patched the policy with a fused head computing `_TRL_FUSED_OUTPUTS` only (it adds
             # `log_sum_sq_probs` only under `use_weighting`, which we reject). Patch it again, on the same module as
@@ -129,6 +123,11 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         self._sparse = SparsePOComponent.build(
             args, specs, self._loss_hparams, model_config=self.model.config, accelerator=self.accelerator,
             sharded=parameters_sharded(self), deepspeed=self.is_deepspeed_enabled, optimizers=kwargs.get("optimizers"),
+        )
+        self._batch_builder = PreferenceBatchBuilder.for_losses(
+            model_outputs=self._model_outputs, turn_markers=turn_markers, token_weighting=token_weighting,
+            token_weighting_kwargs=token_weighting_kwargs, accelerator=self.accelerator,
+            reference_outputs=self._sparse_fields if self._sparse.outputs is not None else None,
         )
         if self._padding_free:
             check_padding_free(self.accelerator.unwrap_model(self.model), self.ref_model,
@@ -153,7 +152,6 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
-        completion_mask = inputs["completion_mask"]
         # The cache's row ids (with `reference_cache_dir`) go to the reference lookup, never to the model.
         rows = inputs.pop(ROW_COLUMN, None)
         model_kwargs = model_inputs(inputs)
@@ -163,39 +161,28 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         packed = pack_sequences(inputs["input_ids"], inputs["attention_mask"], labels) if self._padding_free else None
         with self._sparse.capture_policy(model):
             outputs = fused_forward(model, model_kwargs, labels, packed)
-
-        # Position t of the fused outputs scores token t+1, so the completion mask is shifted by one.
-        token_mask = completion_mask[:, 1:]
-        seq_len = token_mask.size(1)
-        # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens.
-        policy_logps = outputs.log_probs[:, -seq_len:]
-        ref_chosen_logps = ref_rejected_logps = None
+        ref_logps = None
         if not self._reference_free:
             with self._sparse.capture_reference(self.model, self.ref_model):
-                ref_logps = self._reference_token_logps(model_kwargs, labels, packed, rows)[:, -seq_len:]
-            ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
-        mask = token_mask.to(policy_logps.dtype)
+                ref_logps = self._reference_token_logps(model_kwargs, labels, packed, rows)
+        # Position t of the fused outputs scores token t+1, so the completion mask is shifted by one.
+        step = StepForward(model=model, inputs=inputs, outputs=outputs, ref_logps=ref_logps,
+                           token_mask=inputs["completion_mask"][:, 1:], metrics=self._metrics[mode])
+        batch = self._batch_builder.build(step)
+        loss, loss_metrics = self._combined_loss(batch)
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            self._metrics[mode]["aux_loss"].append(gather_mean(self.accelerator, outputs.aux_loss))
+        self._log_step_metrics(mode, inputs, outputs, batch, step.token_mask, loss_metrics)
 
-        chosen_logps, rejected_logps = policy_logps.chunk(2, dim=0)  # the collator stacks [chosen; rejected]
-        chosen_mask, rejected_mask = mask.chunk(2, dim=0)
-        batch = PreferenceBatch(
-            chosen_logps=chosen_logps,
-            rejected_logps=rejected_logps,
-            ref_chosen_logps=ref_chosen_logps,
-            ref_rejected_logps=ref_rejected_logps,
-            chosen_mask=chosen_mask,
-            rejected_mask=rejected_mask,
-            margin=inputs.get("margin"),
-            weight=inputs.get("weight"),
-            domain=inputs.get("domain"),
-            empty_trace=inputs.get("empty_trace"),
-            preference_prob=inputs.get("preference_prob"),
-            **self._turn_ids(inputs, token_mask),
-            **self._token_outputs(outputs, seq_len),
-            **self._token_weights(mode, outputs, policy_logps, mask, seq_len),
-            **self._sparse.batch_fields(model, self.model, self.ref_model, token_mask),
-        )
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+        return (loss, outputs) if return_outputs else loss
 
+    def _combined_loss(self, batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``Σ_loss loss_weight · mean(per-example loss)`` over `loss_type`, and the losses' metrics (prefixed by the
+        loss name when there are several); records the per-example total for domain reweighting."""
         loss = 0.0
         example_losses = 0.0  # [B] total per-example loss, for the per-domain losses of domain reweighting
         loss_metrics: dict[str, torch.Tensor] = {}
@@ -212,57 +199,12 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             loss_metrics.update({f"{prefix}{key}": value for key, value in metrics.items()})
         self.record_domain_losses(batch.domain, example_losses)  # detached there
         self.record_domain_gradients(batch.domain, example_losses)
+        return loss, loss_metrics
 
-        if self.aux_loss_enabled:
-            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
-            self._metrics[mode]["aux_loss"].append(gather_mean(self.accelerator, outputs.aux_loss))
-
-        self._log_step_metrics(mode, inputs, outputs, batch, token_mask, seq_len, loss_metrics)
-
-        if return_outputs:
-            with torch.no_grad():
-                outputs = model(**model_kwargs)
-        return (loss, outputs) if return_outputs else loss
-
-    def _turn_ids(self, inputs, token_mask) -> dict[str, torch.Tensor]:
-        """``chosen_turn_ids`` / ``rejected_turn_ids`` ``[B, T]`` when a selected loss requires them, else nothing."""
-        if self._turn_markers is None:
-            return {}
-        # token_mask is the completion mask shifted by one (position t scores token t+1), so shift the ids the same way
-        turn_ids = completion_turn_ids(inputs["input_ids"][:, 1:], token_mask, self._turn_markers)
-        chosen, rejected = turn_ids.chunk(2, dim=0)
-        return {"chosen_turn_ids": chosen, "rejected_turn_ids": rejected}
-
-    def _token_outputs(self, outputs, seq_len: int) -> dict[str, torch.Tensor]:
-        """The per-token model outputs the selected losses require, as PreferenceBatch fields."""
-        fields = {}
-        if "log_sum_sq_probs" in self._model_outputs:
-            if outputs.log_sum_sq_probs is None:
-                raise RuntimeError("The fused LM head returned no `log_sum_sq_probs`; was the model re-patched?")
-            chosen, rejected = outputs.log_sum_sq_probs[:, -seq_len:].chunk(2, dim=0)
-            fields.update(chosen_log_sum_sq_probs=chosen, rejected_log_sum_sq_probs=rejected)
-        return fields
-
-    def _token_weights(self, mode, outputs, policy_logps, mask, seq_len: int) -> dict[str, torch.Tensor]:
-        """`args.token_weighting`'s ``[B, T]`` weights of chosen and rejected tokens, as PreferenceBatch fields.
-
-        Computed from the policy's per-token log-probs (and entropy) of each side; the batch applies the same weights
-        to the reference log-probs. Logs `token_weight/mean_chosen` and `token_weight/mean_rejected` (mean weight
-        over completion tokens). Under a token weighting the logged `rewards/*` and `logps/*` are computed from the
-        weighted sums the loss sees, so they are not comparable with an unweighted run's.
-        """
-        if self._token_weighting is None:
-            return {}
-        entropy = outputs.entropy[:, -seq_len:] if outputs.entropy is not None else None
-        weights = compute_token_weights(self._token_weighting, policy_logps, mask, entropy=entropy,
-                                        **self._token_weighting_kwargs)
-        fields = {}
-        for side, side_weights, side_mask in zip(("chosen", "rejected"), weights.chunk(2, dim=0), mask.chunk(2, dim=0)):
-            fields[f"{side}_token_weight"] = side_weights
-            self._metrics[mode][f"token_weight/mean_{side}"].append(
-                gather_ratio(self.accelerator, (side_weights * side_mask).sum(), side_mask.sum())
-            )
-        return fields
+    def _sparse_fields(self, step: StepForward) -> dict[str, torch.Tensor]:
+        # The batch builder's provider of reference outputs; the policy / reference modules are read at each step
+        # (the Trainer may re-wrap `self.model`).
+        return self._sparse.batch_fields(step.model, self.model, self.ref_model, step.token_mask)
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -306,8 +248,9 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             state.load_state_dict(saved[name])
 
     # ------------------------------------------------------------------ metrics
-    def _log_step_metrics(self, mode, inputs, outputs, batch, token_mask, seq_len, loss_metrics) -> None:
+    def _log_step_metrics(self, mode, inputs, outputs, batch, token_mask, loss_metrics) -> None:
         """TRL's DPO metrics (same names), plus whatever the loss returned."""
+        seq_len = token_mask.size(1)
         metrics, accelerator = self._metrics[mode], self.accelerator
         flat_mask = token_mask.bool()
         entropy = outputs.entropy[:, -seq_len:].detach()
