@@ -21,9 +21,9 @@ import torch
 from trl import SFTTrainer
 from trl.trainer.utils import add_fused_lm_head
 
+from .collators import ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
 from .metrics import gather_mean, gather_ratio, gather_total
-from .collators import ExtraColumnsCollator
 
 
 class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
@@ -123,6 +123,7 @@ class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
         metrics["num_tokens"] = [self._total_train_tokens]
         if self.aux_loss_enabled:
             metrics["aux_loss"].append(gather_mean(accelerator, outputs.aux_loss))
+
 
 def _check_sft_options(args, kwargs) -> None:
     """SFT options that per-example domain losses cannot support: fail before training, naming the fix."""
