@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alignment.configs import PreferenceConfig
 from alignment.losses import PreferenceBatch, compute_preference_loss, get_preference_loss, list_preference_losses
 from alignment.trainers import PreferenceTrainer
+from alignment.trainers.preference_config import resolve_loss_hparams
 from alignment.testing import preference_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,4 +136,4 @@ def test_every_loss_has_a_parsable_recipe(loss_type):
         assert loss_type in training_args.loss_type
         assert model_args.model_name_or_path == "smollm2-135m-instruct"
         # The hyper-parameters the recipe sets are ones the selected losses take (what the trainer checks first).
-        PreferenceTrainer._resolve_loss_hparams(training_args)
+        resolve_loss_hparams(training_args)

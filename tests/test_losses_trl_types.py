@@ -252,11 +252,11 @@ def test_unit_weight_is_identity_and_weights_scale(name):
 
 def test_recipe_label_smoothing_reaches_exo_and_aot():
     from alignment.configs import PreferenceConfig
-    from alignment.trainers import PreferenceTrainer
+    from alignment.trainers.preference_config import resolve_loss_hparams
 
     args = PreferenceConfig(output_dir="unused", loss_type=["exo_pair", "aot"], loss_weights=[1.0, 1.0], beta=0.3,
                             label_smoothing=0.2, report_to="none", use_cpu=True, bf16=False)
-    assert PreferenceTrainer._resolve_loss_hparams(args) == {
+    assert resolve_loss_hparams(args) == {
         "exo_pair": {"beta": 0.3, "label_smoothing": 0.2}, "aot": {"beta": 0.3, "label_smoothing": 0.2}}
 
 

@@ -20,14 +20,6 @@ from .registry import (
     register_preference_loss,
     validate_preference_loss,
 )
-from ..token_weightings import (
-    TokenWeightingSpec,
-    compute_token_weights,
-    get_token_weighting,
-    list_token_weightings,
-    register_token_weighting,
-    validate_token_weighting,
-)
 
 # Importing the modules registers their losses.
 from . import beta_dpo, discopop, dpo, madpo, margin_losses, nll_regularized, npo, wpo  # noqa: E402,F401  isort: skip
@@ -42,16 +34,10 @@ __all__ = [
     "LossState",
     "PreferenceBatch",
     "PreferenceLossSpec",
-    "TokenWeightingSpec",
     "compute_preference_loss",
-    "compute_token_weights",
     "get_preference_loss",
-    "get_token_weighting",
     "list_preference_losses",
-    "list_token_weightings",
     "preference_columns",
     "register_preference_loss",
-    "register_token_weighting",
     "validate_preference_loss",
-    "validate_token_weighting",
 ]

@@ -1,3 +1,4 @@
-from .preference import ExtraColumnsCollator, PreferenceTrainer
+from .collators import ExtraColumnsCollator
+from .preference import PreferenceTrainer
 
 __all__ = ["ExtraColumnsCollator", "PreferenceTrainer"]

@@ -46,6 +46,7 @@ from ..rewards.sources import trl_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
 from .dynamic_sampling import check_group_filter, check_refill_dataset, filtered_generation
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
+from .metrics import global_masked_mean
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
 from .rollout_logps import completion_mean_logps
 
@@ -311,7 +312,4 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         return loss
 
     def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
-        values = values.detach().float()
-        totals = torch.stack([(values * mask).sum(), mask.sum().float()])
-        totals = self.accelerator.reduce(totals, reduction="sum")
-        return (totals[0] / totals[1].clamp(min=1.0)).item()
+        return global_masked_mean(self.accelerator, values, mask)

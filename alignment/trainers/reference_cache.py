@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from accelerate.utils import is_peft_model
 
 from ..ref_cache import (
     CacheKey,
@@ -39,13 +38,14 @@ from ..ref_cache import (
     hash_tokenizer,
     load_or_build,
 )
+from .preference_batch import completion_labels, model_inputs
+from .reference_logps import reference_token_logps
 
 logger = logging.getLogger(__name__)
 
 ROW_COLUMN = "ref_cache_row"
 # Row ids carry the dataset they index (train, each eval set) in their high bits: id = slot * ROW_STRIDE + row.
 ROW_STRIDE = 1 << 40
-_NON_MODEL_KEYS = ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")
 
 
 @dataclass
@@ -94,7 +94,6 @@ class ReferenceCacheMixin:
     def __init__(self, *posargs, **kwargs):
         args = kwargs.get("args", posargs[2] if len(posargs) > 2 else None)
         self._reference_caches: list[ReferenceLogpsCache] | None = None
-        self._reference_cache_rows: torch.Tensor | None = None
         self.reference_cache_report: list[dict[str, Any]] = []
         if not getattr(args, "reference_cache_dir", None):
             super().__init__(*posargs, **kwargs)
@@ -124,13 +123,6 @@ class ReferenceCacheMixin:
         super()._set_signature_columns_if_needed()
         if self.reference_cache_enabled and ROW_COLUMN not in self._signature_columns:
             self._signature_columns.append(ROW_COLUMN)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.reference_cache_enabled:
-            # The model must not see the row ids; `_cached_reference_token_logps` reads them from here.
-            self._reference_cache_rows = inputs.pop(ROW_COLUMN, None)
-        return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
 
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
         """TRL's per-dataset precompute hook: load (or build, then load) the dataset's cache entry."""
@@ -227,30 +219,20 @@ class ReferenceCacheMixin:
 
     def _reference_cache_forward(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``([2B, T] log-probs, [2B, T] bool token mask)`` of one collated batch under the reference, on CPU."""
-        import contextlib
-
-        from trl.models.utils import disable_gradient_checkpointing
-        from trl.trainer.utils import use_adapter
-
-        completion_mask = batch["completion_mask"]
-        model_kwargs = {k: v for k, v in batch.items() if k not in _NON_MODEL_KEYS}
-        model_kwargs["use_cache"] = False
-        labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
-        adapter = contextlib.nullcontext()
-        if self.ref_model is None and is_peft_model(self.model):
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
-        with (torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-              adapter, self.compute_loss_context_manager()):
-            log_probs = model(**model_kwargs, labels=labels, fused_lm_head=True).log_probs
-        token_mask = completion_mask[:, 1:].bool()
+        labels = completion_labels(batch)
+        with self.compute_loss_context_manager():
+            log_probs = reference_token_logps(
+                self.model, self.ref_model, model_inputs(batch), labels, accelerator=self.accelerator,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs, module=model,
+            )
+        token_mask = batch["completion_mask"][:, 1:].bool()
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens.
         return log_probs[:, -token_mask.size(1):].float().cpu(), token_mask.cpu()
 
     # ------------------------------------------------------------------ training-time lookup
-    def _cached_reference_token_logps(self, labels: torch.Tensor) -> torch.Tensor:
-        """``[2B, T-1]`` reference log-probs of the current batch from the cache (aligned like the fused head's)."""
-        rows = self._reference_cache_rows
+    def _cached_reference_token_logps(self, labels: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """``[2B, T-1]`` reference log-probs of the batch whose ``[B]`` cache row ids (`ROW_COLUMN`) are ``rows``, from
+        the cache (aligned like the fused head's)."""
         if rows is None:
             raise RuntimeError(
                 f"The batch has no `{ROW_COLUMN}` column, so its reference log-probs cannot be read from the cache. "

@@ -22,8 +22,9 @@ from trl import SFTTrainer
 from trl.trainer.utils import add_fused_lm_head
 
 from ..domain_rules import clipped_excess_loss
+from .collators import ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
-from .preference import ExtraColumnsCollator
+from .metrics import gather_mean, gather_ratio, gather_total
 
 
 class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
@@ -114,17 +115,15 @@ class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
 
     def _log_sft_metrics(self, inputs, outputs) -> None:
         """TRL's SFT training metrics (entropy, mean_token_accuracy, num_tokens), same names and definitions."""
-        gather = self.accelerator.gather_for_metrics
-        num_valid = gather(outputs.label_mask.sum()).sum()
-        entropy_sum = gather(outputs.entropy.detach().sum()).sum()
-        num_correct = gather(outputs.is_top1.sum()).sum()
+        accelerator = self.accelerator
+        num_valid = outputs.label_mask.sum()
         metrics = self._metrics["train"]
-        metrics["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
-        metrics["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
-        self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
+        metrics["entropy"].append(gather_ratio(accelerator, outputs.entropy.sum(), num_valid))
+        metrics["mean_token_accuracy"].append(gather_ratio(accelerator, outputs.is_top1.sum(), num_valid))
+        self._total_train_tokens += gather_total(accelerator, inputs["attention_mask"].sum()) // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
         if self.aux_loss_enabled:
-            metrics["aux_loss"].append(gather(outputs.aux_loss).mean().item())
+            metrics["aux_loss"].append(gather_mean(accelerator, outputs.aux_loss))
 
 
 def _check_sft_options(args, kwargs) -> None:

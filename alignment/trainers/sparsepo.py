@@ -7,17 +7,20 @@ backbones: the policy's last hidden state, the reference's hidden states of ever
 attention outputs averaged over the hidden dimension) and turns them into `PreferenceBatch` fields, only at the
 completion positions. The learned mask heads live here too: the trainer adds their parameters to its optimizer
 (`mask_weight_decay`), keeps them in sync across ranks and saves them with every checkpoint (`MASK_HEADS_NAME`).
+`SparsePOComponent` is what `PreferenceTrainer` holds: the configuration checks, and the calls around its forwards.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import fields
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from accelerate.utils import is_peft_model
 from torch import nn
 
 from ..masks import SparseMaskHeads, mapo_mask
@@ -266,3 +269,115 @@ class ReferenceTokenOutputs:
         state = torch.load(path, map_location=device, weights_only=True)
         check_finite_state(state, source=path)
         self.mask_heads.load_state_dict(state)
+
+
+# `PreferenceConfig` fields that only SparsePO masks read; setting one without such a loss is an error.
+_SPARSE_CONFIG_FIELDS = ("sparsepo_mask", "sparsepo_mask_dropout", "mask_weight_decay", "sparsepo_mapo_activations")
+
+
+class SparsePOComponent:
+    """SparsePO's part of a `PreferenceTrainer`: the start-up checks, the forward captures, the batch fields and the
+    mask heads' optimizer hook; the trainer holds one and calls it around its two forwards and in `create_optimizer`.
+
+    Losses that require ``token_kl`` / ``sparse_masks`` (registry `requires`) get them from `ReferenceTokenOutputs`;
+    with no such loss (``outputs`` is None) every method is a no-op and `mask_heads` is None.
+    """
+
+    def __init__(self, outputs: ReferenceTokenOutputs | None, accelerator: Any):
+        self.outputs = outputs
+        self.accelerator = accelerator
+
+    @classmethod
+    def build(cls, args: Any, specs: list, loss_hparams: dict[str, dict[str, Any]], *, model_config: Any,
+              accelerator: Any, sharded: bool, deepspeed: bool, optimizers: tuple | None) -> SparsePOComponent:
+        """Check the SparsePO configuration against the selected losses and the launch; build what they need.
+
+        ``sharded``: FSDP or ZeRO-3; ``deepspeed``: any DeepSpeed stage; ``optimizers``: the trainer's `optimizers=`.
+        """
+        needed = {extra for spec in specs for extra in spec.requires_reference_outputs}
+        defaults = {f.name: f.default_factory() if callable(f.default_factory) else f.default
+                    for f in fields(type(args)) if f.name in _SPARSE_CONFIG_FIELDS}
+        changed = sorted(name for name, default in defaults.items() if getattr(args, name) != default)
+        if changed and "sparse_masks" not in needed:
+            raise ValueError(f"{changed} are set but no selected loss ({args.loss_type}) uses SparsePO masks; remove "
+                             "them or select `loss_type: sparsepo`.")
+        if not needed:
+            return cls(None, accelerator)
+        mask = args.sparsepo_mask if "sparse_masks" in needed else None
+        independent = {
+            bool(loss_hparams[spec.name].get("independent_masks", spec.hparams.get("independent_masks", False)))
+            for spec in specs if "sparse_masks" in spec.requires_reference_outputs
+        }
+        if len(independent) > 1:
+            raise ValueError("The selected losses disagree on `independent_masks`; set it once in `loss_kwargs`.")
+        if sharded:
+            raise ValueError("SparsePO's token KL reads the full LM-head weights of policy and reference, which FSDP "
+                             "and DeepSpeed ZeRO-3 shard; use DDP or ZeRO-2.")
+        if mask == "learned" and deepspeed:
+            raise ValueError("Learned SparsePO masks are trained outside the DeepSpeed engine; use DDP (or "
+                             "`sparsepo_mask: mapo`, which learns nothing).")
+        if mask == "learned" and optimizers is not None and optimizers[0] is not None:
+            raise ValueError("Learned SparsePO masks must be added to the optimizer the trainer creates; do not pass "
+                             "`optimizers=` (set `optim` / `optim_args` instead).")
+        outputs = ReferenceTokenOutputs(
+            model_config, needs_kl="token_kl" in needed, mask=mask, independent=independent.pop() if independent
+            else False, dropout=args.sparsepo_mask_dropout, mapo_activations=tuple(args.sparsepo_mapo_activations),
+        )
+        if outputs.mask_heads is not None:
+            outputs.mask_heads.to(accelerator.device)
+        return cls(outputs, accelerator)
+
+    @property
+    def mask_heads(self) -> SparseMaskHeads | None:
+        return self.outputs.mask_heads if self.outputs is not None else None
+
+    # ------------------------------------------------------------------ the models the hooks attach to
+    def _policy_target(self, policy: nn.Module) -> nn.Module:
+        """The policy's `PreTrainedModel` (under PEFT, the base model carrying the fused head)."""
+        unwrapped = self.accelerator.unwrap_model(policy)
+        return unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
+
+    def _reference_target(self, policy: nn.Module, ref_model: nn.Module | None) -> nn.Module:
+        """The reference's `PreTrainedModel`: `ref_model`, or the policy itself with adapters off under PEFT."""
+        if ref_model is None:
+            return self._policy_target(policy)
+        return self.accelerator.unwrap_model(ref_model)
+
+    # ------------------------------------------------------------------ one step
+    def capture_policy(self, model: nn.Module):
+        """Context for the policy forward of ``model`` (the module the step runs, possibly wrapped)."""
+        if self.outputs is None:
+            return nullcontext()
+        return self.outputs.capture_policy(self._policy_target(model).base_model)
+
+    def capture_reference(self, policy: nn.Module, ref_model: nn.Module | None):
+        """Context for the reference forward (``ref_model``, or ``policy`` with adapters off)."""
+        if self.outputs is None:
+            return nullcontext()
+        return self.outputs.capture_reference(self._reference_target(policy, ref_model).base_model)
+
+    def batch_fields(self, model: nn.Module, policy: nn.Module, ref_model: nn.Module | None,
+                     token_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The `PreferenceBatch` fields of the last captured forwards (`ReferenceTokenOutputs.batch_fields`)."""
+        if self.outputs is None:
+            return {}
+        return self.outputs.batch_fields(token_mask, self._policy_target(model),
+                                         self._reference_target(policy, ref_model), training=policy.training)
+
+    # ------------------------------------------------------------------ learned heads
+    def add_to_optimizer(self, optimizer: torch.optim.Optimizer, *, weight_decay: float, max_grad_norm: float | None,
+                         world_size: int) -> None:
+        """Train the learned mask heads with ``optimizer`` (once: a recreated optimizer that has them is left)."""
+        heads = self.mask_heads
+        if heads is None:
+            return
+        first = next(heads.parameters())
+        if not any(param is first for group in optimizer.param_groups for param in group["params"]):
+            self.outputs.add_to_optimizer(optimizer, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+                                          world_size=world_size)
+
+    def save_mask_heads(self, directory: str) -> None:
+        self.outputs.save_mask_heads(directory)
+
+    def load_mask_heads(self, directory: str) -> None:
+        self.outputs.load_mask_heads(directory)

@@ -1,0 +1,47 @@
+"""Collators shared by the trainers: per-example dataset columns carried into every batch as ``[B]`` tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .preference_batch import PER_EXAMPLE_COLUMNS
+
+# Columns whose values are names (strings in datasets) and become integer ids; every other column becomes float32.
+_CATEGORICAL_COLUMNS = ("domain",)
+
+
+@dataclass
+class ExtraColumnsCollator:
+    """Wraps a TRL collator and passes the per-example columns (`margin`, `weight`, `domain`, ...) as ``[B]`` tensors.
+
+    The columns are those the loss registry declares (`alignment.trainers.preference_batch.PER_EXAMPLE_COLUMNS`), so
+    a new column reaches the batch without an edit here.
+
+    Domains are strings in datasets; they become integer ids here, in order of first appearance per trainer
+    (`domain_names` keeps the mapping, shared with the trainer for logging).
+    """
+
+    base: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    domain_names: list[str]
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.base(examples)
+        first = examples[0]
+        for column in PER_EXAMPLE_COLUMNS:
+            if column not in first:
+                continue
+            if column in _CATEGORICAL_COLUMNS:
+                batch[column] = torch.tensor([self._domain_id(example[column]) for example in examples])
+            else:
+                batch[column] = torch.tensor([float(example[column]) for example in examples], dtype=torch.float32)
+        return batch
+
+    def _domain_id(self, name: Any) -> int:
+        name = str(name)
+        if name not in self.domain_names:
+            self.domain_names.append(name)
+        return self.domain_names.index(name)
