@@ -12,8 +12,8 @@ from trl.trainer.utils import add_fused_lm_head
 from ..losses import LossState, PreferenceBatch, compute_preference_loss, get_preference_loss
 from ..losses.turns import assistant_turn_markers
 from ..packing import PackedSequences, pack_sequences
-from .checkpoint_files import load_per_process_state, save_per_process_state
 from ..token_weightings import validate_token_weighting
+from .checkpoint_files import load_per_process_state, save_per_process_state
 from .collators import ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
 from .metrics import gather_mean, gather_ratio, gather_std, gather_total
