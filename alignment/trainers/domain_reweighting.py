@@ -42,7 +42,7 @@ from ..domain_weights import (
     validate_domain_update,
 )
 from ..mixtures import temperature_shares
-from .checkpoint_files import load_per_process_state, save_per_process_state
+from .process_state import load_per_process_state, save_per_process_state
 from .domain_gradients import DomainGradients, select_gradient_parameters
 from .domain_sampler import DomainWeightedSampler, prefetch_lag
 

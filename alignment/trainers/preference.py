@@ -26,7 +26,7 @@ from ..losses import (
     validate_preference_loss,
     validate_token_weighting,
 )
-from .checkpoint_files import load_per_process_state, save_per_process_state
+from .process_state import load_per_process_state, save_per_process_state
 from .domain_reweighting import DomainReweightingMixin
 from .reference_cache import ReferenceCacheMixin
 from .reference_free import check_reference_free, without_reference_model

@@ -30,7 +30,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from ..advantages import compute_advantages
 from ..registry_utils import lookup, reject_unknown
 from ..rewards import FixedRewardWeighting, GradientRewardWeighting, HypervolumeRewardWeighting
-from .checkpoint_files import load_per_process_state, save_per_process_state
+from .process_state import load_per_process_state, save_per_process_state
 
 STATE_NAME = "reward_weighting.pt"
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
