@@ -26,11 +26,12 @@ from ..losses import (
     validate_preference_loss,
     validate_token_weighting,
 )
-from .process_state import load_per_process_state, save_per_process_state
 from .domain_reweighting import DomainReweightingMixin
+from .hooks import TrainerHooks
+from .process_state import StateGroup
 from .reference_cache import ReferenceCacheMixin
 from .reference_free import check_reference_free, without_reference_model
-from .sparsepo import ReferenceTokenOutputs
+from .sparsepo import MASK_HEADS_NAME, ReferenceTokenOutputs
 from .validation import check_chat_template, check_preference_dataset, fill_unused_chosen
 
 # Per-example columns that TRL would drop and the losses may use.
@@ -71,7 +72,7 @@ class ExtraColumnsCollator:
         return self.domain_names.index(name)
 
 
-class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer):
+class PreferenceTrainer(TrainerHooks, ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer):
     """A `trl.DPOTrainer` whose loss comes from `alignment.losses` (selected by `args.loss_type`).
 
     Differences from the parent, all deliberate:
@@ -81,17 +82,18 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
     - configuration is checked before training: loss names and hyper-parameters, required columns, empty
       completions, chat template; TRL options the registry replaces are rejected instead of ignored;
     - stateful losses (e.g. `beta_dpo`) get one `LossState` each, global across ranks (``accelerator.gather``), saved
-      in every checkpoint (`loss_state.pt`, or `loss_state_{rank}.pt` with several processes) and restored on resume;
+      in every checkpoint (`loss_state.pt`, or `loss_state_{rank}.pt` with several processes) and restored on resume
+      (registered with `self.process_states`, `TrainerHooks`);
     - per-token model outputs a loss requires (e.g. `log_sum_sq_probs` for `wpo`) are requested from the fused head;
     - `args.token_weighting` (e.g. `tldr`, `entropy`) weights every completion token of policy and reference sums,
       whatever the loss (`PreferenceBatch.chosen_token_weight` / `rejected_token_weight`);
     - `args.domain_reweighting` (e.g. `doremi`) updates per-domain weights online from the per-example losses and
-      applies them by sampling or by loss weights (`DomainReweightingMixin`).
+      applies them by sampling or by loss weights (`DomainReweightingMixin`, ``self.domains``).
     """
 
     _tag_names = ["trl", "dpo", "alignment"]
     _name = "Preference"
-    _domain_gradients_supported = True  # DoGE: `record_domain_gradients` below
+    _domain_gradients_supported = True  # DoGE: `domains.record` below gets the per-example losses with their graph
 
     def __init__(self, model, ref_model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
                  processing_class=None, **kwargs):
@@ -141,6 +143,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                                  processing_class=processing_class, **kwargs)
         finally:
             args.padding_free = self._padding_free
+        self.kept_columns.extend(EXTRA_COLUMNS)
         # Domain reweighting fixes the ids (sorted names) before any batch; the collator appends unseen (eval) ones.
         self.domain_names: list[str] = list(self.domain_weights.domain_names) if self.domain_weights else []
         self.data_collator = ExtraColumnsCollator(self.data_collator, self.domain_names)
@@ -162,7 +165,22 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             if spec.stateful and spec.name not in self._loss_states:
                 generator = torch.Generator().manual_seed(int(args.seed) + int(args.process_index))
                 self._loss_states[spec.name] = LossState(gather=self.accelerator.gather, generator=generator)
+        if self._loss_states:
+            self.process_states.register(
+                LOSS_STATE_NAME, StateGroup(self._loss_states, "loss"),
+                missing_hint=f"the checkpoint has no state for the stateful loss(es) {sorted(self._loss_states)} "
+                             "(saved with `save_only_model`, or by another loss_type). Resume from a full checkpoint.",
+                # through the public method, so that what hooks it sees every restore
+                restore=lambda checkpoint: self.load_loss_state(checkpoint),
+            )
         self._sparse = self._init_sparse_outputs(args, specs, kwargs.get("optimizers"))
+        if self._sparse is not None and self._sparse.mask_heads is not None:
+            # Not part of the model: saved beside its weights, in checkpoints and the final save.
+            self.process_states.register(
+                MASK_HEADS_NAME, self._sparse.mask_heads, shared=True,
+                missing_hint="the checkpoint has no SparsePO mask heads (saved by another loss_type or "
+                             "`sparsepo_mask`). Resume from a checkpoint of the same recipe.",
+            )
         if self._padding_free:
             self._check_padding_free()
 
@@ -232,12 +250,6 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             if module is not None and module.config._attn_implementation == "sdpa":
                 module.set_attn_implementation(register_packed_sdpa())
         check_packing_isolates(target, target.get_output_embeddings().weight.size(0))
-
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        for column in EXTRA_COLUMNS:
-            if column not in self._signature_columns:
-                self._signature_columns.append(column)
 
     # ------------------------------------------------------------------ loss
     @staticmethod
@@ -315,13 +327,11 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             per_example, metrics = compute_preference_loss(
                 name, batch, state=self._loss_states.get(name), **self._loss_hparams[name]
             )
-            # `weighted_mean` is the plain mean unless domain upweighting is on (DomainReweightingMixin)
-            loss = loss + self.weighted_mean(per_example, batch.domain) * loss_weight
+            loss = loss + self._domain_weighted_mean(batch.domain, per_example) * loss_weight
             example_losses = example_losses + per_example * loss_weight  # with its graph, for DoGE's gradients
             prefix = "" if len(self.loss_types) == 1 else f"{name}/"
             loss_metrics.update({f"{prefix}{key}": value for key, value in metrics.items()})
-        self.record_domain_losses(batch.domain, example_losses)  # detached there
-        self.record_domain_gradients(batch.domain, example_losses)
+        self.domains.record(batch.domain, example_losses)
 
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
@@ -333,6 +343,14 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             with torch.no_grad():
                 outputs = model(**model_kwargs)
         return (loss, outputs) if return_outputs else loss
+
+    def _domain_weighted_mean(self, domain_ids, per_example: torch.Tensor) -> torch.Tensor:
+        """Mean of ``[B]`` per-example losses, each scaled by its domain's upweight factor when upweighting (the plain
+        mean otherwise); ``domain_upweight_normalize`` divides by the sum of the factors instead of B (DoReMi's proxy
+        loss ``Σ α̃ ℓ / Σ α̃``) rather than the unbiased scalarisation of "Upsample or Upweight?"."""
+        weighted = self.domains.apply(domain_ids, per_example)
+        normalizer = self.domains.normalizer(domain_ids, torch.ones_like(per_example))
+        return weighted.mean() if normalizer is None else weighted.sum() / normalizer.clamp(min=1e-12)
 
     def _turn_ids(self, inputs, token_mask) -> dict[str, torch.Tensor]:
         """``chosen_turn_ids`` / ``rejected_turn_ids`` ``[B, T]`` when a selected loss requires them, else nothing."""
@@ -453,40 +471,10 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                                               world_size=self.args.world_size)
         return optimizer
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        # The mask heads are not part of the model: they go beside its weights, in checkpoints and the final save.
-        super()._save(output_dir, state_dict)
-        if self._sparse is not None and self._sparse.mask_heads is not None and self.args.should_save:
-            self._sparse.save_mask_heads(output_dir if output_dir is not None else self.args.output_dir)
-
     # ------------------------------------------------------------------ loss state in checkpoints
-    def _save_rng_state(self, output_dir: str) -> None:
-        # The loss state is per-process state of the same kind as the RNG state, saved at the same point of every
-        # checkpoint (by every rank, before `trainer_state.json`), so it is written wherever the RNG state is.
-        super()._save_rng_state(output_dir)
-        if self._loss_states:
-            save_per_process_state(self.args, output_dir, LOSS_STATE_NAME,
-                                   {name: state.state_dict() for name, state in self._loss_states.items()})
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        # Called once, on every rank and with every backend, when `train(resume_from_checkpoint=...)` starts
-        # (unlike `_load_rng_state`, which is skipped with `ignore_data_skip`).
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None and self._loss_states:
-            self.load_loss_state(checkpoint)
-        if checkpoint is not None and self._sparse is not None and self._sparse.mask_heads is not None:
-            self._sparse.load_mask_heads(checkpoint)
-
     def load_loss_state(self, checkpoint: str) -> None:
-        saved = load_per_process_state(
-            self.args, checkpoint, LOSS_STATE_NAME,
-            f"the checkpoint has no state for the stateful loss(es) {sorted(self._loss_states)} (saved with "
-            "`save_only_model`, or by another loss_type). Resume from a full checkpoint.",
-        )
-        for name, state in self._loss_states.items():
-            if name not in saved:
-                raise KeyError(f"{checkpoint} has no saved state for loss {name!r} (it has {sorted(saved)}).")
-            state.load_state_dict(saved[name])
+        """Restore every stateful loss's `LossState` from ``checkpoint`` (this process's `loss_state` file)."""
+        self.process_states.load_file(self.args, checkpoint, LOSS_STATE_NAME)
 
     # ------------------------------------------------------------------ metrics
     def _gather_mean(self, value: torch.Tensor) -> float:

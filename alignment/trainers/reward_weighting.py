@@ -30,7 +30,6 @@ from trl.models.utils import disable_gradient_checkpointing
 from ..advantages import compute_advantages
 from ..registry_utils import lookup, reject_unknown
 from ..rewards import FixedRewardWeighting, GradientRewardWeighting, HypervolumeRewardWeighting
-from .process_state import load_per_process_state, save_per_process_state
 
 STATE_NAME = "reward_weighting.pt"
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -138,6 +137,13 @@ class RewardWeightingMixin:
             unwrapped = self.accelerator.unwrap_model(self.model)
             _, self._weighting_params = select_layer_parameters(unwrapped, args.reward_weighting_kwargs.get("layers"))
         self._sync_reward_weights()
+        if args.reward_weighting != "fixed":
+            self.process_states.register(
+                STATE_NAME, self.reward_weighter, after_load=self._sync_reward_weights,
+                missing_hint="the checkpoint has no reward-weighting state (saved with another `reward_weighting`, "
+                             "or with `save_only_model`). Resume from a checkpoint of this run's setting, or start a "
+                             "new run.",
+            )
 
     def _sync_reward_weights(self) -> None:
         self.reward_weights = self.reward_weighter.weights.to(torch.float32)
@@ -217,23 +223,6 @@ class RewardWeightingMixin:
         if self.args.reward_weighting == "hypervolume" and not self.model.training:
             self._update_weights_from_evaluation()
         super().log(logs, start_time)
-
-    # ---- checkpoints
-    def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        if self.args.reward_weighting != "fixed":
-            save_per_process_state(self.args, output_dir, STATE_NAME, self.reward_weighter.state_dict())
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None or self.args.reward_weighting == "fixed":
-            return
-        self.reward_weighter.load_state_dict(load_per_process_state(
-            self.args, checkpoint, STATE_NAME,
-            "the checkpoint has no reward-weighting state (saved with another `reward_weighting`, or with "
-            "`save_only_model`). Resume from a checkpoint of this run's setting, or start a new run.",
-        ))
-        self._sync_reward_weights()
 
 
 __all__ = ["RewardWeightingMixin", "check_reward_weighting_config", "select_layer_parameters", "STATE_NAME"]

@@ -6,12 +6,12 @@ A loss that requires ``token_kl`` gets the exact per-token KL(π_ref‖π_θ) ov
 backbones: the policy's last hidden state, the reference's hidden states of every layer and, for MaPO, its MLP and
 attention outputs averaged over the hidden dimension) and turns them into `PreferenceBatch` fields, only at the
 completion positions. The learned mask heads live here too: the trainer adds their parameters to its optimizer
-(`mask_weight_decay`), keeps them in sync across ranks and saves them with every checkpoint (`MASK_HEADS_NAME`).
+(`mask_weight_decay`) and keeps them in sync across ranks, and saves them with every checkpoint (`MASK_HEADS_NAME`, a
+shared file of its `process_states`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +22,6 @@ from torch import nn
 
 from ..masks import SparseMaskHeads, mapo_mask
 from ..token_kl import token_kl
-from .finite_guard import check_finite_state
 
 MASK_KINDS = ("learned", "mapo")
 MAPO_ACTIVATIONS = ("resid", "mlp", "attn", "logits")
@@ -253,16 +252,3 @@ class ReferenceTokenOutputs:
 
         optimizer.register_step_pre_hook(before_step)
         optimizer.register_step_post_hook(after_step)
-
-    def save_mask_heads(self, directory: str) -> None:
-        torch.save(self.mask_heads.state_dict(), os.path.join(directory, MASK_HEADS_NAME))
-
-    def load_mask_heads(self, directory: str) -> None:
-        path = os.path.join(directory, MASK_HEADS_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: the checkpoint has no SparsePO mask heads (saved by another "
-                                    "loss_type or `sparsepo_mask`). Resume from a checkpoint of the same recipe.")
-        device = next(self.mask_heads.parameters()).device
-        state = torch.load(path, map_location=device, weights_only=True)
-        check_finite_state(state, source=path)
-        self.mask_heads.load_state_dict(state)
