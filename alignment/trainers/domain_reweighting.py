@@ -45,8 +45,9 @@ from ..domain_weights import (
     validate_domain_update,
 )
 from ..mixtures import temperature_shares
-from .domain_gradients import DomainGradients, select_gradient_parameters
+from .domain_gradients import DomainGradients
 from .domain_sampler import DomainWeightedSampler, prefetch_lag
+from .gradients import select_gradient_parameters
 
 MODES = ("upweight", "upsample")
 # `domain_reweighting: static` keeps the initial weights (a fixed mixture realised by sampling or by loss weights).
@@ -521,7 +522,11 @@ class DomainReweightingMixin:
             domain_weights.gather = self.accelerator.gather
             domain_weights.device = self.accelerator.device
             if needs_gradients(args.domain_reweighting):
-                chosen = select_gradient_parameters(self.model, args.domain_doge_last_layers, args.domain_doge_params)
+                last_layers, pattern = args.domain_doge_last_layers, args.domain_doge_params
+                chosen = select_gradient_parameters(
+                    self.model, pattern=pattern, blocks=lambda count: (count - last_layers, count - 1),
+                    field="domain_doge_params" if pattern is not None else "domain_doge_last_layers",
+                    no_blocks_fix="set `domain_doge_params` to a regular expression over parameter names.")
                 domain_weights.gradients = DomainGradients(
                     [p for _, p in chosen], len(domain_weights.domain_names),
                     reduce_sum=lambda tensor: self.accelerator.reduce(tensor, reduction="sum"))
