@@ -585,5 +585,5 @@ class DomainReweightingMixin:
                                      seed=args.data_seed if args.data_seed is not None else args.seed)
 
     def domain_example_weights(self, domain_ids: torch.Tensor | None) -> torch.Tensor | None:
-        """``[B]`` per-example loss weights in upweight mode during training, else None (`DomainReweighting.factors`)."""
+        """``[B]`` per-example loss weights in upweight mode during training, else None (`domains.factors`)."""
         return self.domains.factors(domain_ids)

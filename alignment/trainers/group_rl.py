@@ -40,9 +40,9 @@ from trl import GRPOTrainer
 from ..advantages import compute_advantages, get_advantage_estimator, resolve_loss_type, validate_advantage_estimator
 from ..reward_sources import trl_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
-from .hooks import TrainerHooks
 from .dynamic_sampling import check_group_filter, check_refill_dataset, filtered_generation
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
+from .hooks import TrainerHooks
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
 from .rollout_logps import completion_mean_logps
 from .policy_surrogate import adaptive_clip_bounds, clipped_surrogate, normalized_entropy, redistribute_advantages

@@ -170,7 +170,7 @@ class PreferenceTrainer(TrainerHooks, ReferenceCacheMixin, DomainReweightingMixi
                 LOSS_STATE_NAME, StateGroup(self._loss_states, "loss"),
                 missing_hint=f"the checkpoint has no state for the stateful loss(es) {sorted(self._loss_states)} "
                              "(saved with `save_only_model`, or by another loss_type). Resume from a full checkpoint.",
-                # through the public method, so that what hooks it sees every restore
+                # via the public method, so that code wrapping `load_loss_state` sees every resume
                 restore=lambda checkpoint: self.load_loss_state(checkpoint),
             )
         self._sparse = self._init_sparse_outputs(args, specs, kwargs.get("optimizers"))
