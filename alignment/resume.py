@@ -39,7 +39,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .trainers.checkpoint_files import per_process_file_name
+from .trainers.process_state import per_process_file_name
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")  # transformers' PREFIX_CHECKPOINT_DIR, `checkpoint-<step>`
 TRAINER_STATE = "trainer_state.json"

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from alignment import cli
 from alignment.testing import preference_pairs
-from alignment.trainers.checkpoint_files import load_per_process_state
+from alignment.trainers.process_state import load_per_process_state
 from alignment.trainers.finite_guard import NonFiniteGuard, NonFiniteTrainingError, nonfinite_entries
 from alignment.trainers.preference import LOSS_STATE_NAME
 from alignment.trainers.validation import check_preference_dataset

@@ -136,7 +136,7 @@ def gradient(*, weights: Sequence[float], names: Sequence[str], regularization: 
     """Weights from the agreement of each objective's policy gradient with the others' (Lu et al., method (b)).
 
     ``layers``: ``[first, last]`` decoder layers whose gradients are compared (default: the middle of the stack);
-    the trainer selects them (`select_layer_parameters`), the weighting object does not need them.
+    the trainer selects them (`trainers.gradients.select_gradient_parameters`), the weighting object does not need them.
     """
     total = float(sum(weights))
     if total <= 0:

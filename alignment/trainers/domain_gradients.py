@@ -15,9 +15,10 @@ domain's mean loss, g_i = ∇_θ (1/n_i) Σ_{x∈domain i} ℓ(x), flattened to 
 
 Parameter subset (cost). The official code (`src/trainer.py`) flattens the gradient of *every* parameter
 (optionally a list of "selected modules") after one extra backward per domain. That costs K extra full backward
-passes and K·|θ| memory per step. Our default is the parameters of the **last decoder block** (`last_layers=1`):
+passes and K·|θ| memory per step. Our default is the parameters of the **last decoder block**
+(`domain_doge_last_layers: 1`; chosen by `alignment.trainers.gradients.select_gradient_parameters`):
 the extra backward passes then stop after the LM head, the final norm and one block, and P is one block's size.
-``param_pattern`` (a regular expression on parameter names) selects any other subset, e.g. ``'.*'`` for the full
+``domain_doge_params`` (a regular expression on parameter names) selects any other subset, e.g. ``'.*'`` for the full
 gradient of the official code. Only trainable parameters count (LoRA: the adapters). Inner products over a subset
 are an approximation of the paper's full-gradient alignment; docs/domain-reweighting.md reports the measured cost.
 
@@ -29,46 +30,17 @@ rule divides by the mean gradient norm anyway.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import torch
 
-# Names of the repeated decoder blocks in Hugging Face models: `model.layers.3.` (Llama, Qwen, Mistral, ...),
-# `transformer.h.3.` (GPT-2), `gpt_neox.layers.3.`, `blocks.3.`.
-_BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-
-
-def select_gradient_parameters(model: torch.nn.Module, last_layers: int = 1,
-                               param_pattern: str | None = None) -> list[tuple[str, torch.nn.Parameter]]:
-    """The trainable ``(name, parameter)`` pairs whose per-domain gradients DoGE compares.
-
-    ``param_pattern`` (regex, `re.search` on the name) if given, else every trainable parameter of the last
-    ``last_layers`` decoder blocks. Raises a ValueError naming the config field when nothing matches.
-    """
-    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if param_pattern is not None:
-        pattern = re.compile(param_pattern)
-        chosen = [(name, p) for name, p in trainable if pattern.search(name)]
-        if not chosen:
-            raise ValueError(f"`domain_doge_params={param_pattern!r}` matches no trainable parameter; e.g. "
-                             f"{[name for name, _ in trainable[:4]]}.")
-        return chosen
-    if last_layers < 1:
-        raise ValueError(f"`domain_doge_last_layers` must be >= 1, got {last_layers}.")
-    blocks = {name: int(match.group(1)) for name, _ in trainable if (match := _BLOCK.search(name))}
-    if not blocks:
-        raise ValueError("DoGE could not find decoder blocks (`layers.<i>.`, `h.<i>.`) among the trainable "
-                         "parameters; set `domain_doge_params` to a regular expression over parameter names.")
-    first = max(blocks.values()) - last_layers + 1
-    return [(name, p) for name, p in trainable if blocks.get(name, -1) >= first]
-
+from .gradients import group_gradients
 
 class DomainGradients:
     """Accumulates per-domain gradient sums over one optimizer step and turns them into ``grads`` [K, P].
 
     Args:
-        parameters: the parameters to differentiate (see `select_gradient_parameters`).
+        parameters: the parameters to differentiate (`gradients.select_gradient_parameters`).
         num_domains: K.
         reduce_sum: ``tensor -> tensor`` summing a tensor over processes (``accelerator.reduce(t, "sum")``);
             identity with one process.
@@ -97,16 +69,12 @@ class DomainGradients:
         if self._sums is None:
             self._sums = torch.zeros(self.num_domains, self.size, dtype=torch.float32,
                                      device=self.parameters[0].device)
-        for domain in domain_ids.unique().tolist():
-            if not 0 <= domain < self.num_domains:
-                continue  # eval-only domains
-            rows = domain_ids == domain
-            grads = torch.autograd.grad(loss_sums[rows].sum(), self.parameters, retain_graph=True,
-                                        allow_unused=True)
-            flat = torch.cat([torch.zeros(p.numel(), device=p.device) if g is None else g.detach().float().flatten()
-                              for p, g in zip(self.parameters, grads)])
+        present = [domain for domain in domain_ids.unique().tolist() if 0 <= domain < self.num_domains]  # not eval-only
+        rows = [domain_ids == domain for domain in present]
+        flats = group_gradients([loss_sums[mask].sum() for mask in rows], self.parameters)  # graph kept for the step
+        for domain, mask, flat in zip(present, rows, flats):
             self._sums[domain] += flat.to(self._sums.device)
-            self._counts[domain] += float(counts[rows].detach().double().sum())
+            self._counts[domain] += float(counts[mask].detach().double().sum())
 
     def step_end(self) -> torch.Tensor:
         """Sum over processes and return ``grads`` [K, P] (float32, CPU): the gradient of each domain's mean loss

@@ -15,12 +15,15 @@ Pieces (one job each):
   the cross-process gather and the call to the update rule; `state_dict()` for checkpoints;
 - `DomainReweightingCallback`: at every optimizer step end, updates and logs `domain_weight/<name>` (and
   `domain_loss/<name>`, `domain_count/<name>`); at the end writes `domain_weights.json` to `output_dir`;
-- `DomainReweightingMixin`: put it first in a `transformers.Trainer` subclass's bases. It validates the config and
-  the dataset before training, installs the `DomainWeightedSampler` (upsample), gives `domain_example_weights`
-  (upweight) and `record_domain_losses` to the subclass's `compute_loss`, and saves/restores the state with every
-  checkpoint (`domain_weights.pt`, per rank with several processes). A trainer plugs in by calling, in training
-  mode, ``self.record_domain_losses(domain_ids, loss_sums, counts)`` and multiplying its per-example losses by
-  ``self.domain_example_weights(domain_ids)`` (see `PreferenceTrainer` and `DomainSFTTrainer`).
+- `DomainReweighting` (``trainer.domains``): the two calls every trainer's loss code makes, the same in all of them
+  (preference, SFT, group RL): ``self.domains.apply(domain_ids, values)`` scales per-example values (losses, loss
+  sums, advantages) by their domain's upweight factor (unchanged outside upweight training), and
+  ``self.domains.record(domain_ids, losses, counts)`` hands the per-example losses (and, for DoGE, their gradients)
+  to the online update. Both are no-ops when reweighting is off, so trainers call them unconditionally;
+- `DomainReweightingMixin`: put it in a `transformers.Trainer` subclass's bases after `TrainerHooks`. It validates
+  the config and the dataset before training, installs the `DomainWeightedSampler` (upsample), builds
+  ``self.domains`` and registers the state with ``self.process_states`` (`domain_weights.pt`, per rank with several
+  processes), so it is saved with every checkpoint and restored on resume.
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ from ..domain_rules import (
     validate_domain_update,
 )
 from ..mixtures import temperature_shares
-from .checkpoint_files import load_per_process_state, save_per_process_state
-from .domain_gradients import DomainGradients, select_gradient_parameters
+from .domain_gradients import DomainGradients
 from .domain_sampler import DomainWeightedSampler, prefetch_lag
+from .gradients import select_gradient_parameters
 
 MODES = ("upweight", "upsample")
 # `domain_reweighting: static` keeps the initial weights (a fixed mixture realised by sampling or by loss weights).
@@ -408,18 +411,8 @@ class DomainReweightingCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         metrics = self.trainer.domain_weights.step_end()
-        store = getattr(self.trainer, "_metrics", None)
-        if store is not None:
-            for key, value in metrics.items():
-                store["train"][key] = [value]
-        else:  # a plain transformers.Trainer: log them ourselves
-            self.trainer._pending_domain_metrics = metrics
-        return control
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        pending = getattr(self.trainer, "_pending_domain_metrics", None)
-        if pending and logs is not None:
-            logs.update(pending)
+        for key, value in metrics.items():
+            self.trainer._metrics["train"][key] = [value]
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -430,16 +423,77 @@ class DomainReweightingCallback(TrainerCallback):
         return control
 
 
+class DomainReweighting:
+    """Online domain reweighting as a trainer's loss code sees it (``trainer.domains``); see the module docstring.
+
+    Args:
+        trainer: the trainer (its ``model.training``, ``args`` and learning-rate scheduler are read at every call).
+        weights: the online state, or None when `args.domain_reweighting` is off (then every call is a no-op).
+    """
+
+    def __init__(self, trainer, weights: OnlineDomainWeights | None = None):
+        self.trainer = trainer
+        self.weights = weights
+
+    @property
+    def active(self) -> bool:
+        return self.weights is not None
+
+    @property
+    def upweighting(self) -> bool:
+        return self.weights is not None and self.trainer.args.domain_reweighting_mode == "upweight"
+
+    def factors(self, domain_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """``[B]`` per-example loss weights in upweight mode during training, else None (leave the loss alone)."""
+        if not self.upweighting or domain_ids is None or not self.trainer.model.training:
+            return None
+        return self.weights.example_weights(domain_ids)
+
+    def apply(self, domain_ids: torch.Tensor | None, values: torch.Tensor) -> torch.Tensor:
+        """``values`` ``[B]`` (per-example losses, loss sums or advantages), each scaled by its domain's factor
+        ``w_d / q_d`` when upweighting in training; ``values`` itself otherwise. Evaluation stays unweighted."""
+        factors = self.factors(domain_ids)
+        return values if factors is None else values * factors.to(values.dtype)
+
+    def normalizer(self, domain_ids: torch.Tensor | None, counts: torch.Tensor) -> torch.Tensor | None:
+        """With ``domain_upweight_normalize`` while upweighting: ``Σ_b c_b · counts_b``, the denominator of DoReMi's
+        proxy loss ``Σ c ℓ / Σ c`` (counts: 1 per example, or its token count). None otherwise: the trainer keeps
+        its own denominator (the unbiased scalarisation of "Upsample or Upweight?")."""
+        if not getattr(self.trainer.args, "domain_upweight_normalize", False) or self.factors(domain_ids) is None:
+            return None
+        return self.apply(domain_ids, counts).sum()
+
+    def record(self, domain_ids: torch.Tensor | None, losses: torch.Tensor, counts: torch.Tensor | None = None, *,
+               gradients_of: torch.Tensor | None = None) -> None:
+        """Hand a training micro-batch to the online update: ``losses`` ``[B]`` (each example's loss, or its token
+        losses summed; detached here), ``counts`` ``[B]`` (its token count, or None for 1 per example).
+
+        DoGE (a rule taking per-domain gradients): also the per-domain gradients of ``gradients_of`` (``[B]``, with
+        its graph; default ``losses``), without touching the training gradient (`DomainGradients`). SFT passes the
+        token NLL there when ``losses`` is the clipped excess against a reference model. A no-op in evaluation.
+        """
+        state = self.weights
+        if state is None or domain_ids is None or not self.trainer.model.training:
+            return
+        state.record(domain_ids, losses, counts)
+        if state.gradients is None or not torch.is_grad_enabled():
+            return
+        scheduler = getattr(self.trainer, "lr_scheduler", None)
+        state.learning_rate = (float(scheduler.get_last_lr()[0]) if scheduler is not None
+                               else self.trainer.args.learning_rate)
+        state.gradients.record(domain_ids, losses if gradients_of is None else gradients_of, counts)
+
+
 class DomainReweightingMixin:
-    """Online domain reweighting for a `transformers.Trainer` subclass (first base). Inactive unless
-    `args.domain_reweighting` is set. Pass `args` and `train_dataset` as keywords."""
+    """Online domain reweighting for a `transformers.Trainer` subclass (after `TrainerHooks` in the bases). Inactive
+    unless `args.domain_reweighting` is set. Pass `args` and `train_dataset` as keywords."""
 
     domain_weights: OnlineDomainWeights | None = None
     # False for trainers whose train sampler must not be replaced (GRPO repeats each prompt for its group).
     _domain_upsampling_supported = True
     # True for trainers that compute per-token losses of a `domain_reference_model` (DomainSFTTrainer).
     _domain_reference_model_supported = False
-    # True for trainers that hand differentiable per-example losses to `record_domain_gradients` (DoGE).
+    # True for trainers that hand differentiable per-example losses to `domains.record` (DoGE).
     _domain_gradients_supported = False
 
     def __init__(self, *positional, **kwargs):
@@ -458,6 +512,7 @@ class DomainReweightingMixin:
                 self._check_sampling_options(args)
         super().__init__(*positional, **kwargs)
         self.domain_weights = domain_weights
+        self.domains = DomainReweighting(self, domain_weights)
         self._row_domain_ids = row_domain_ids
         if domain_weights is not None:
             # The parent may have prepared (and filtered) the dataset: the sampler indexes the prepared rows.
@@ -467,11 +522,21 @@ class DomainReweightingMixin:
             domain_weights.gather = self.accelerator.gather
             domain_weights.device = self.accelerator.device
             if needs_gradients(args.domain_reweighting):
-                chosen = select_gradient_parameters(self.model, args.domain_doge_last_layers, args.domain_doge_params)
+                last_layers, pattern = args.domain_doge_last_layers, args.domain_doge_params
+                chosen = select_gradient_parameters(
+                    self.model, pattern=pattern, blocks=lambda count: (count - last_layers, count - 1),
+                    field="domain_doge_params" if pattern is not None else "domain_doge_last_layers",
+                    no_blocks_fix="set `domain_doge_params` to a regular expression over parameter names.")
                 domain_weights.gradients = DomainGradients(
                     [p for _, p in chosen], len(domain_weights.domain_names),
                     reduce_sum=lambda tensor: self.accelerator.reduce(tensor, reduction="sum"))
             self.add_callback(DomainReweightingCallback(self))
+            self.kept_columns.append("domain")  # compute_loss / the collator read it
+            self.process_states.register(
+                STATE_NAME, domain_weights,
+                missing_hint="the checkpoint has no domain-weight state (saved without `domain_reweighting`, or with "
+                             "`save_only_model`). Resume from a checkpoint of a reweighted run, or start a new run.",
+            )
 
     def _check_gradient_options(self, args) -> None:
         """DoGE (per-domain gradients): trainer support and distributed setups, checked before the model is built."""
@@ -506,14 +571,6 @@ class DomainReweightingMixin:
             raise ValueError(f"`domain_reweighting_mode: upsample` brings its own sampler; it cannot be combined "
                              f"with `train_sampling_strategy: {args.train_sampling_strategy}`.")
 
-    @property
-    def domain_reweighting_active(self) -> bool:
-        return self.domain_weights is not None
-
-    @property
-    def domain_upweighting(self) -> bool:
-        return self.domain_weights is not None and self.args.domain_reweighting_mode == "upweight"
-
     # ---- sampler (upsample)
     def _get_train_sampler(self, train_dataset=None):
         if self.domain_weights is None or self.args.domain_reweighting_mode != "upsample":
@@ -527,57 +584,6 @@ class DomainReweightingMixin:
                                      lambda step: weights.weights_for_step(step, lag), draws_per_step=draws,
                                      seed=args.data_seed if args.data_seed is not None else args.seed)
 
-    # ---- loss side (called by the subclass's compute_loss)
     def domain_example_weights(self, domain_ids: torch.Tensor | None) -> torch.Tensor | None:
-        """``[B]`` per-example loss weights in upweight mode during training, else None (leave the loss alone)."""
-        if not self.domain_upweighting or domain_ids is None or not self.model.training:
-            return None
-        return self.domain_weights.example_weights(domain_ids)
-
-    def record_domain_losses(self, domain_ids, loss_sums, counts=None) -> None:
-        if self.domain_weights is not None and domain_ids is not None and self.model.training:
-            self.domain_weights.record(domain_ids, loss_sums, counts)
-
-    def record_domain_gradients(self, domain_ids, loss_sums, counts=None) -> None:
-        """DoGE: per-domain gradients of ``loss_sums`` ([B], with their graph) over the selected parameters.
-        A no-op unless the rule takes gradients; the training gradient is left as it is (`DomainGradients`)."""
-        state = self.domain_weights
-        if (state is None or state.gradients is None or domain_ids is None or not self.model.training
-                or not torch.is_grad_enabled()):
-            return
-        scheduler = getattr(self, "lr_scheduler", None)
-        state.learning_rate = float(scheduler.get_last_lr()[0]) if scheduler is not None else self.args.learning_rate
-        state.gradients.record(domain_ids, loss_sums, counts)
-
-    def weighted_mean(self, per_example: torch.Tensor, domain_ids: torch.Tensor | None) -> torch.Tensor:
-        """Mean of ``[B]`` per-example losses, each scaled by its domain's upweight factor when upweighting.
-
-        ``domain_upweight_normalize`` divides by the sum of the factors instead of B (DoReMi's proxy loss
-        ``Σ α̃ ℓ / Σ α̃``) rather than the unbiased scalarisation of "Upsample or Upweight?"."""
-        factors = self.domain_example_weights(domain_ids)
-        if factors is None:
-            return per_example.mean()
-        factors = factors.to(per_example.dtype)
-        if getattr(self.args, "domain_upweight_normalize", False):
-            return (factors * per_example).sum() / factors.sum().clamp(min=1e-12)
-        return (factors * per_example).mean()
-
-    # ---- checkpoints
-    def _save_rng_state(self, output_dir: str) -> None:
-        # Saved next to the RNG state (every rank, every checkpoint), like the losses' `LossState`.
-        super()._save_rng_state(output_dir)
-        if self.domain_weights is not None:
-            save_per_process_state(self.args, output_dir, STATE_NAME, self.domain_weights.state_dict())
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        # Runs once per resume on every rank, before the first batch is drawn (the sampler reads the history).
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None and self.domain_weights is not None:
-            self.load_domain_weights(checkpoint)
-
-    def load_domain_weights(self, checkpoint: str) -> None:
-        self.domain_weights.load_state_dict(load_per_process_state(
-            self.args, checkpoint, STATE_NAME,
-            "the checkpoint has no domain-weight state (saved without `domain_reweighting`, or with "
-            "`save_only_model`). Resume from a checkpoint of a reweighted run, or start a new run.",
-        ))
+        """``[B]`` per-example loss weights in upweight mode during training, else None (`domains.factors`)."""
+        return self.domains.factors(domain_ids)

@@ -46,6 +46,7 @@ from ..rewards.sources import trl_reward_funcs
 from .domain_reweighting import DomainReweightingMixin
 from .dynamic_sampling import check_group_filter, check_refill_dataset, filtered_generation
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
+from .hooks import TrainerHooks
 from .metrics import global_masked_mean
 from .reward_weighting import RewardWeightingMixin, check_reward_weighting_config
 from .rollout_logps import completion_mean_logps
@@ -77,7 +78,7 @@ def resolve_reward_funcs(names: list[str], reward_kwargs: dict[str, dict],
     return resolve_rewards(names, reward_kwargs, example)
 
 
-class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
+class GroupRLTrainer(TrainerHooks, RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
     """A `trl.GRPOTrainer` whose advantages come from `alignment.advantages` (selected by `args.advantage_estimator`).
 
     Reward functions: the `reward_funcs` argument (callables or Hub ids, as in TRL) or, when omitted, the strings in
@@ -235,16 +236,15 @@ class GroupRLTrainer(RewardWeightingMixin, DomainReweightingMixin, GRPOTrainer):
         return output
 
     def _reweight_by_domain(self, inputs, rewards: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-        """`domain_reweighting` (DomainReweightingMixin): the per-domain signal is the negative mean reward of the
+        """`domain_reweighting` (``self.domains``): the per-domain signal is the negative mean reward of the
         domain's completions; upweight scales each completion's advantage (the policy-gradient term, not the KL) by
         its domain factor w_d / q_d."""
         if self.domain_weights is None or not self.model.training:
             return advantages
         index = {name: i for i, name in enumerate(self.domain_weights.domain_names)}
         ids = torch.tensor([index[str(example["domain"])] for example in inputs], device=advantages.device)
-        self.record_domain_losses(ids, -rewards.detach())
-        factors = self.domain_example_weights(ids)
-        return advantages if factors is None else advantages * factors.to(advantages.dtype)
+        self.domains.record(ids, -rewards.detach())
+        return self.domains.apply(ids, advantages)
 
     def _estimator_inputs(self, lengths: torch.Tensor, output: dict) -> dict[str, Any]:
         inputs = {"completion_lengths": lengths.float(), "max_completion_length": int(self.max_completion_length)}

@@ -13,18 +13,19 @@ from ..losses import LossState, PreferenceBatch, compute_preference_loss, get_pr
 from ..losses.turns import assistant_turn_markers
 from ..packing import PackedSequences, pack_sequences
 from ..token_weightings import validate_token_weighting
-from .checkpoint_files import load_per_process_state, save_per_process_state
 from .collators import ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
+from .hooks import TrainerHooks
 from .metrics import gather_mean, gather_ratio, gather_std, gather_total
 from .preference_batch import (PER_EXAMPLE_COLUMNS, PreferenceBatchBuilder, StepForward, completion_labels,
                                model_inputs)
 from .preference_config import (check_padding_free, check_padding_free_losses, parameters_sharded,
                                 resolve_loss_hparams)
+from .process_state import StateGroup
 from .reference_cache import ROW_COLUMN, ReferenceCacheMixin
 from .reference_free import check_reference_free, without_reference_model
 from .reference_logps import fused_forward, reference_token_logps
-from .sparsepo import SparsePOComponent
+from .sparsepo import MASK_HEADS_NAME, SparsePOComponent
 from .validation import check_chat_template, check_preference_dataset, fill_unused_chosen
 
 # The fused-LM-head outputs TRL's DPOTrainer requests (its `__init__`), before any a selected loss adds.
@@ -32,7 +33,7 @@ _TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 LOSS_STATE_NAME = "loss_state.pt"
 
 
-class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer):
+class PreferenceTrainer(TrainerHooks, ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer):
     """A `trl.DPOTrainer` whose loss comes from `alignment.losses` (selected by `args.loss_type`).
 
     Differences from the parent, all deliberate:
@@ -52,7 +53,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
 
     _tag_names = ["trl", "dpo", "alignment"]
     _name = "Preference"
-    _domain_gradients_supported = True  # DoGE: `record_domain_gradients` below
+    _domain_gradients_supported = True  # DoGE: `domains.record` below gets the per-example losses with their graph
 
     def __init__(self, model, ref_model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
                  processing_class=None, **kwargs):
@@ -99,6 +100,7 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                                  processing_class=processing_class, **kwargs)
         finally:
             args.padding_free = self._padding_free
+        self.kept_columns.extend(PER_EXAMPLE_COLUMNS)
         # Domain reweighting fixes the ids (sorted names) before any batch; the collator appends unseen (eval) ones.
         self.domain_names: list[str] = list(self.domain_weights.domain_names) if self.domain_weights else []
         self.data_collator = ExtraColumnsCollator(self.data_collator, self.domain_names)
@@ -125,6 +127,21 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             args, specs, self._loss_hparams, model_config=self.model.config, accelerator=self.accelerator,
             sharded=parameters_sharded(self), deepspeed=self.is_deepspeed_enabled, optimizers=kwargs.get("optimizers"),
         )
+        if self._loss_states:
+            self.process_states.register(
+                LOSS_STATE_NAME, StateGroup(self._loss_states, "loss"),
+                missing_hint=f"the checkpoint has no state for the stateful loss(es) {sorted(self._loss_states)} "
+                             "(saved with `save_only_model`, or by another loss_type). Resume from a full checkpoint.",
+                # via the public method, so that code wrapping `load_loss_state` sees every resume
+                restore=lambda checkpoint: self.load_loss_state(checkpoint),
+            )
+        if self._sparse.mask_heads is not None:
+            # Not part of the model: saved beside its weights, in checkpoints and the final save.
+            self.process_states.register(
+                MASK_HEADS_NAME, self._sparse.mask_heads, shared=True,
+                missing_hint="the checkpoint has no SparsePO mask heads (saved by another loss_type or "
+                             "`sparsepo_mask`). Resume from a checkpoint of the same recipe.",
+            )
         self._batch_builder = PreferenceBatchBuilder.for_losses(
             model_outputs=self._model_outputs, turn_markers=turn_markers, token_weighting=token_weighting,
             token_weighting_kwargs=token_weighting_kwargs, accelerator=self.accelerator,
@@ -133,12 +150,6 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
         if self._padding_free:
             check_padding_free(self.accelerator.unwrap_model(self.model), self.ref_model,
                                vision=self._is_vlm or self._is_vision_dataset, sharded=parameters_sharded(self))
-
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        for column in PER_EXAMPLE_COLUMNS:
-            if column not in self._signature_columns:
-                self._signature_columns.append(column)
 
     # ------------------------------------------------------------------ loss
     def _reference_token_logps(self, model_kwargs: dict[str, Any], labels: torch.Tensor,
@@ -193,14 +204,21 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
             per_example, metrics = compute_preference_loss(
                 name, batch, state=self._loss_states.get(name), **self._loss_hparams[name]
             )
-            # `weighted_mean` is the plain mean unless domain upweighting is on (DomainReweightingMixin)
-            loss = loss + self.weighted_mean(per_example, batch.domain) * loss_weight
+            # the plain mean unless domain upweighting is on (`self.domains`)
+            loss = loss + self._domain_weighted_mean(batch.domain, per_example) * loss_weight
             example_losses = example_losses + per_example * loss_weight  # with its graph, for DoGE's gradients
             prefix = "" if len(self.loss_types) == 1 else f"{name}/"
             loss_metrics.update({f"{prefix}{key}": value for key, value in metrics.items()})
-        self.record_domain_losses(batch.domain, example_losses)  # detached there
-        self.record_domain_gradients(batch.domain, example_losses)
+        self.domains.record(batch.domain, example_losses)
         return loss, loss_metrics
+
+    def _domain_weighted_mean(self, domain_ids, per_example: torch.Tensor) -> torch.Tensor:
+        """Mean of ``[B]`` per-example losses, each scaled by its domain's upweight factor when upweighting (the plain
+        mean otherwise); ``domain_upweight_normalize`` divides by the sum of the factors instead of B (DoReMi's proxy
+        loss ``Σ α̃ ℓ / Σ α̃``) rather than the unbiased scalarisation of "Upsample or Upweight?"."""
+        weighted = self.domains.apply(domain_ids, per_example)
+        normalizer = self.domains.normalizer(domain_ids, torch.ones_like(per_example))
+        return weighted.mean() if normalizer is None else weighted.sum() / normalizer.clamp(min=1e-12)
 
     def _sparse_fields(self, step: StepForward) -> dict[str, torch.Tensor]:
         # The batch builder's provider of reference outputs; the policy / reference modules are read at each step
@@ -213,40 +231,10 @@ class PreferenceTrainer(ReferenceCacheMixin, DomainReweightingMixin, DPOTrainer)
                                       max_grad_norm=self.args.max_grad_norm, world_size=self.args.world_size)
         return optimizer
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        # The mask heads are not part of the model: they go beside its weights, in checkpoints and the final save.
-        super()._save(output_dir, state_dict)
-        if self._sparse is not None and self._sparse.mask_heads is not None and self.args.should_save:
-            self._sparse.save_mask_heads(output_dir if output_dir is not None else self.args.output_dir)
-
     # ------------------------------------------------------------------ loss state in checkpoints
-    def _save_rng_state(self, output_dir: str) -> None:
-        # The loss state is per-process state of the same kind as the RNG state, saved at the same point of every
-        # checkpoint (by every rank, before `trainer_state.json`), so it is written wherever the RNG state is.
-        super()._save_rng_state(output_dir)
-        if self._loss_states:
-            save_per_process_state(self.args, output_dir, LOSS_STATE_NAME,
-                                   {name: state.state_dict() for name, state in self._loss_states.items()})
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        # Called once, on every rank and with every backend, when `train(resume_from_checkpoint=...)` starts
-        # (unlike `_load_rng_state`, which is skipped with `ignore_data_skip`).
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None and self._loss_states:
-            self.load_loss_state(checkpoint)
-        if checkpoint is not None and self._sparse is not None and self._sparse.mask_heads is not None:
-            self._sparse.load_mask_heads(checkpoint)
-
     def load_loss_state(self, checkpoint: str) -> None:
-        saved = load_per_process_state(
-            self.args, checkpoint, LOSS_STATE_NAME,
-            f"the checkpoint has no state for the stateful loss(es) {sorted(self._loss_states)} (saved with "
-            "`save_only_model`, or by another loss_type). Resume from a full checkpoint.",
-        )
-        for name, state in self._loss_states.items():
-            if name not in saved:
-                raise KeyError(f"{checkpoint} has no saved state for loss {name!r} (it has {sorted(saved)}).")
-            state.load_state_dict(saved[name])
+        """Restore every stateful loss's `LossState` from ``checkpoint`` (this process's `loss_state` file)."""
+        self.process_states.load_file(self.args, checkpoint, LOSS_STATE_NAME)
 
     # ------------------------------------------------------------------ metrics
     def _log_step_metrics(self, mode, inputs, outputs, batch, token_mask, loss_metrics) -> None:

@@ -87,8 +87,8 @@ def check_reference_cache_supported(args, loss_specs, datasets: dict[str, Any]) 
 class ReferenceCacheMixin:
     """Reads per-token reference log-probs from `alignment.ref_cache` when ``args.reference_cache_dir`` is set.
 
-    Place before `trl.DPOTrainer` in the bases. After ``__init__``, `reference_cache_report` lists, per dataset, the
-    entry used and whether this run built it.
+    Place before `trl.DPOTrainer` in the bases, after `TrainerHooks` (which keeps its row-id column in the batches).
+    After ``__init__``, `reference_cache_report` lists, per dataset, the entry used and whether this run built it.
     """
 
     def __init__(self, *posargs, **kwargs):
@@ -113,16 +113,13 @@ class ReferenceCacheMixin:
         finally:
             args.precompute_ref_log_probs = False
         self.data_collator = ReferenceRowCollator(self.data_collator)
+        self.kept_columns.append(ROW_COLUMN)
 
     @property
     def reference_cache_enabled(self) -> bool:
         return self._reference_caches is not None
 
     # ------------------------------------------------------------------ hooks into TRL / Trainer
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if self.reference_cache_enabled and ROW_COLUMN not in self._signature_columns:
-            self._signature_columns.append(ROW_COLUMN)
 
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
         """TRL's per-dataset precompute hook: load (or build, then load) the dataset's cache entry."""

@@ -22,7 +22,6 @@ Weights are logged every step as ``reward_weight/<reward>`` (and ``reward_influe
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -30,10 +29,9 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from ..advantages import compute_advantages, get_advantage_estimator
 from ..reward_weightings import REWARD_WEIGHTINGS, build_reward_weighting
-from .checkpoint_files import load_per_process_state, save_per_process_state
+from .gradients import group_gradients, select_gradient_parameters
 
 STATE_NAME = "reward_weighting.pt"
-_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 def check_reward_weighting_config(args, num_rewards: int) -> None:
@@ -55,23 +53,10 @@ def check_reward_weighting_config(args, num_rewards: int) -> None:
                              "`rloo`, `remax`, or `grpo` with `scale_rewards: none`) or `reward_weighting: gradient`.")
 
 
-def select_layer_parameters(model, layers: list[int] | None) -> tuple[list[str], list[torch.nn.Parameter]]:
-    """Trainable parameters of decoder layers ``layers[0]..layers[1]`` (inclusive).
-
-    Default: the middle of the stack in the paper's proportion (layers 10-25 of Qwen3-8B's 36), i.e.
-    ``⌊10L/36⌋..⌊25L/36⌋`` for ``L`` layers.
-    """
-    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad and _LAYER_INDEX.search(name)]
-    if not named:
-        raise ValueError("`reward_weighting: gradient` restricts gradients to decoder layers, but no trainable "
-                         "parameter name has a `layers.<i>.` part; this model's layout is not supported.")
-    indices = {int(_LAYER_INDEX.search(name).group(1)) for name, _ in named}
-    count = max(indices) + 1
-    first, last = layers if layers is not None else (10 * count // 36, 25 * count // 36)
-    if last >= count:
-        raise ValueError(f"`reward_weighting_kwargs.layers` {[first, last]} goes past the model's {count} layers.")
-    chosen = [(name, p) for name, p in named if first <= int(_LAYER_INDEX.search(name).group(1)) <= last]
-    return [name for name, _ in chosen], [p for _, p in chosen]
+def _paper_layers(count: int) -> tuple[int, int]:
+    """Default decoder layers of the gradients: the middle of the stack in the paper's proportion (layers 10-25 of
+    Qwen3-8B's 36), i.e. ``⌊10L/36⌋..⌊25L/36⌋`` for ``L`` layers (inclusive)."""
+    return 10 * count // 36, 25 * count // 36
 
 
 class RewardWeightingMixin:
@@ -86,9 +71,21 @@ class RewardWeightingMixin:
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 raise ValueError("`reward_weighting: gradient` takes per-objective gradients of unsharded parameters; "
                                  "it is not supported under DeepSpeed or FSDP. Use DDP or `hypervolume`.")
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            _, self._weighting_params = select_layer_parameters(unwrapped, args.reward_weighting_kwargs.get("layers"))
+            layers = args.reward_weighting_kwargs.get("layers")
+            chosen = select_gradient_parameters(
+                self.accelerator.unwrap_model(self.model),
+                blocks=lambda count: tuple(layers) if layers is not None else _paper_layers(count),
+                field="reward_weighting_kwargs.layers",
+                no_blocks_fix="`reward_weighting: gradient` does not support this model's layout.")
+            self._weighting_params = [p for _, p in chosen]
         self._sync_reward_weights()
+        if args.reward_weighting != "fixed":
+            self.process_states.register(
+                STATE_NAME, self.reward_weighter, after_load=self._sync_reward_weights,
+                missing_hint="the checkpoint has no reward-weighting state (saved with another `reward_weighting`, "
+                             "or with `save_only_model`). Resume from a checkpoint of this run's setting, or start a "
+                             "new run.",
+            )
 
     def _sync_reward_weights(self) -> None:
         self.reward_weights = self.reward_weighter.weights.to(torch.float32)
@@ -144,11 +141,10 @@ class RewardWeightingMixin:
                     torch.cat([output["prompt_mask"][rows], output["completion_mask"][rows]], dim=1),
                     completion_ids.size(1),
                 )
-                for k in range(num_objectives):
-                    loss = -(advantages[rows, k:k + 1] * logps * mask[rows]).sum() / total_tokens
-                    grads = torch.autograd.grad(loss, params, retain_graph=k < num_objectives - 1, allow_unused=True)
-                    flat[k] += torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                          for g, p in zip(grads, params)]).detach().float()
+                losses = [-(advantages[rows, k:k + 1] * logps * mask[rows]).sum() / total_tokens
+                          for k in range(num_objectives)]
+                for k, gradient in enumerate(group_gradients(losses, params, keep_graph=False)):
+                    flat[k] += gradient
         return self.accelerator.reduce(flat, reduction="mean")
 
     # ---- (a) hypervolume, after each evaluation
@@ -169,22 +165,5 @@ class RewardWeightingMixin:
             self._update_weights_from_evaluation()
         super().log(logs, start_time)
 
-    # ---- checkpoints
-    def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        if self.args.reward_weighting != "fixed":
-            save_per_process_state(self.args, output_dir, STATE_NAME, self.reward_weighter.state_dict())
 
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None or self.args.reward_weighting == "fixed":
-            return
-        self.reward_weighter.load_state_dict(load_per_process_state(
-            self.args, checkpoint, STATE_NAME,
-            "the checkpoint has no reward-weighting state (saved with another `reward_weighting`, or with "
-            "`save_only_model`). Resume from a checkpoint of this run's setting, or start a new run.",
-        ))
-        self._sync_reward_weights()
-
-
-__all__ = ["RewardWeightingMixin", "check_reward_weighting_config", "select_layer_parameters", "STATE_NAME"]
+__all__ = ["RewardWeightingMixin", "check_reward_weighting_config", "STATE_NAME"]

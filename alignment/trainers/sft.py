@@ -25,10 +25,12 @@ from ..domain_rules import clipped_excess_loss
 from .collators import ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
 from .metrics import gather_mean, gather_ratio, gather_total
+from .hooks import TrainerHooks
 
 
-class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
-    """`trl.SFTTrainer` plus `DomainReweightingMixin` (see the module docstring)."""
+class DomainSFTTrainer(TrainerHooks, DomainReweightingMixin, SFTTrainer):
+    """`trl.SFTTrainer` plus `DomainReweightingMixin` (see the module docstring); checkpoint and column hooks in
+    `TrainerHooks`."""
 
     _tag_names = ["trl", "sft", "alignment"]
     _domain_reference_model_supported = True
@@ -63,11 +65,6 @@ class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
         reference.requires_grad_(False)
         return reference.eval().to(self.accelerator.device)
 
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if self.domain_weights is not None and "domain" not in self._signature_columns:
-            self._signature_columns.append("domain")
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         domain = inputs.pop("domain", None)
         for column in ("margin", "weight"):  # the shared collator passes them when a dataset has them
@@ -84,13 +81,12 @@ class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
         counts = mask.sum(-1)
         self._record(domain, inputs, token_loss, mask, counts)
 
-        factors = self.domain_example_weights(domain)
-        example_sums = token_loss.sum(-1)
-        if getattr(self.args, "domain_upweight_normalize", False) and factors is not None:
+        weighted = self.domains.apply(domain, token_loss.sum(-1))
+        normalizer = self.domains.normalizer(domain, counts)
+        if normalizer is not None:
             # DoReMi's proxy objective Σ α̃ ℓ / Σ α̃ over this micro-batch's tokens
-            loss = (factors * example_sums).sum() / (factors * counts).sum().clamp(min=1)
+            loss = weighted.sum() / normalizer.clamp(min=1)
         else:
-            weighted = example_sums if factors is None else factors.to(token_loss.dtype) * example_sums
             num_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
             loss = weighted.sum() / torch.as_tensor(num_tokens).clamp(min=1)
             # As TRL: `num_items_in_batch` counts every rank's tokens and DDP averages the gradients across ranks.
@@ -103,15 +99,14 @@ class DomainSFTTrainer(DomainReweightingMixin, SFTTrainer):
         return loss
 
     def _record(self, domain, inputs, token_loss, mask, counts) -> None:
-        # DoGE: gradients of each domain's summed token NLL (divided by its token count over the step)
-        self.record_domain_gradients(domain, token_loss.sum(-1), counts)
+        # DoGE's gradients are those of each domain's summed token NLL (divided by its token count over the step)
         if self._domain_reference is None:
-            self.record_domain_losses(domain, token_loss.detach().sum(-1), counts)
+            self.domains.record(domain, token_loss.sum(-1), counts)
             return
         with torch.no_grad():
             reference_loss = -self._domain_reference(**inputs, fused_lm_head=True).log_probs
         excess = clipped_excess_loss(token_loss, reference_loss, mask)
-        self.record_domain_losses(domain, excess.sum(-1), counts)
+        self.domains.record(domain, excess.sum(-1), counts, gradients_of=token_loss.sum(-1))
 
     def _log_sft_metrics(self, inputs, outputs) -> None:
         """TRL's SFT training metrics (entropy, mean_token_accuracy, num_tokens), same names and definitions."""

@@ -6,13 +6,13 @@ A loss that requires ``token_kl`` gets the exact per-token KL(π_ref‖π_θ) ov
 backbones: the policy's last hidden state, the reference's hidden states of every layer and, for MaPO, its MLP and
 attention outputs averaged over the hidden dimension) and turns them into `PreferenceBatch` fields, only at the
 completion positions. The learned mask heads live here too: the trainer adds their parameters to its optimizer
-(`mask_weight_decay`), keeps them in sync across ranks and saves them with every checkpoint (`MASK_HEADS_NAME`).
-`SparsePOComponent` is what `PreferenceTrainer` holds: the configuration checks, and the calls around its forwards.
+(`mask_weight_decay`), keeps them in sync across ranks and saves them with every checkpoint (`MASK_HEADS_NAME`, a
+shared file of the trainer's `process_states`). `SparsePOComponent` is what `PreferenceTrainer` holds: the
+configuration checks, and the calls around its forwards.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import fields
@@ -25,7 +25,6 @@ from torch import nn
 
 from ..masks import SparseMaskHeads, mapo_mask
 from ..token_kl import token_kl
-from .finite_guard import check_finite_state
 
 MASK_KINDS = ("learned", "mapo")
 MAPO_ACTIVATIONS = ("resid", "mlp", "attn", "logits")
@@ -257,19 +256,6 @@ class ReferenceTokenOutputs:
         optimizer.register_step_pre_hook(before_step)
         optimizer.register_step_post_hook(after_step)
 
-    def save_mask_heads(self, directory: str) -> None:
-        torch.save(self.mask_heads.state_dict(), os.path.join(directory, MASK_HEADS_NAME))
-
-    def load_mask_heads(self, directory: str) -> None:
-        path = os.path.join(directory, MASK_HEADS_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: the checkpoint has no SparsePO mask heads (saved by another "
-                                    "loss_type or `sparsepo_mask`). Resume from a checkpoint of the same recipe.")
-        device = next(self.mask_heads.parameters()).device
-        state = torch.load(path, map_location=device, weights_only=True)
-        check_finite_state(state, source=path)
-        self.mask_heads.load_state_dict(state)
-
 
 # `PreferenceConfig` fields that only SparsePO masks read; setting one without such a loss is an error.
 _SPARSE_CONFIG_FIELDS = ("sparsepo_mask", "sparsepo_mask_dropout", "mask_weight_decay", "sparsepo_mapo_activations")
@@ -376,8 +362,3 @@ class SparsePOComponent:
             self.outputs.add_to_optimizer(optimizer, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                                           world_size=world_size)
 
-    def save_mask_heads(self, directory: str) -> None:
-        self.outputs.save_mask_heads(directory)
-
-    def load_mask_heads(self, directory: str) -> None:
-        self.outputs.load_mask_heads(directory)
