@@ -96,8 +96,12 @@ def test_bad_hyper_parameters_and_unknown_names_fail_when_the_recipe_is_parsed(t
 
 
 # ------------------------------------------------------------------------------------- the same numbers as TRL
-@pytest.mark.parametrize("loss_type", ["kto", "apo_zero_unpaired"])
-def test_loss_and_gradients_equal_trl_kto_trainer_on_the_same_batch(tiny_model_dir, tmp_path, loss_type):
+@pytest.mark.parametrize("loss_type,precompute,lora", [("kto", False, False), ("apo_zero_unpaired", False, False),
+                                                       ("kto", True, False), ("kto", False, True)],
+                         ids=["kto", "apo_zero_unpaired", "kto-precomputed-reference", "kto-lora-adapter-off-reference"])
+def test_loss_and_gradients_equal_trl_kto_trainer_on_the_same_batch(tiny_model_dir, tmp_path, loss_type, precompute,
+                                                                    lora):
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import KTOConfig, KTOTrainer
 
@@ -108,13 +112,15 @@ def test_loss_and_gradients_equal_trl_kto_trainer_on_the_same_batch(tiny_model_d
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     common = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=64, report_to="none",
                   bf16=False, gradient_checkpointing=False, loss_type=loss_type, beta=0.3, desirable_weight=1.3,
-                  undesirable_weight=0.8)
+                  undesirable_weight=0.8, precompute_ref_log_probs=precompute)
     trainers = [cls(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=config_cls(**common),
-                    train_dataset=dataset, processing_class=tokenizer)
+                    train_dataset=dataset, processing_class=tokenizer,
+                    peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]) if lora else None)
                 for cls, config_cls in ((KTOTrainer, KTOConfig), (KTOAlignmentTrainer, KTOAlignmentConfig))]
     batch = next(iter(trainers[0].get_train_dataloader()))
     assert {True, False} <= set(batch["label"].tolist())
     assert ("KL_input_ids" in batch) == (loss_type == "kto")
+    assert ("ref_logps" in batch) == precompute
     # A policy that differs from the reference, so that the log-ratios are not zero; for `kto`, a perturbation whose
     # KL estimate on the mismatched pairs is positive, so that z_ref is active rather than clamped at 0.
     initial = {k: v.clone() for k, v in trainers[0].model.state_dict().items()}
@@ -141,6 +147,7 @@ def test_loss_and_gradients_equal_trl_kto_trainer_on_the_same_batch(tiny_model_d
     trl_metrics, our_metrics = (dict(trainer._metrics["train"]) for trainer in trainers)
     assert losses[0].item() > 0
     torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=0)
+    assert sum(param.grad is not None for param in trainers[1].model.parameters()) >= (4 if lora else 10)
     for (name, ours), theirs in zip(trainers[1].model.named_parameters(), trainers[0].model.parameters()):
         torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-6, rtol=0, msg=lambda m: f"{name}: {m}")
     assert our_metrics.keys() == trl_metrics.keys()
