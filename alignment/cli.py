@@ -9,8 +9,8 @@ import logging
 from trl import DatasetMixtureConfig, ModelConfig
 
 from .adapters import merged_output
-from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, PreferenceConfig
-from .data_layouts import is_trainable_split, normalize_layouts
+from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, KTOAlignmentConfig, PreferenceConfig
+from .data_layouts import is_trainable_split, normalize_layouts, source_format
 from .data_loading import load_recipe_datasets, split_or_fail
 from .evaluation import evaluate_answers, prepare_evaluation
 from .script_utils import (
@@ -23,6 +23,7 @@ from .script_utils import (
 )
 from .trainers import PreferenceTrainer
 from .trainers.group_rl import GroupRLTrainer
+from .trainers.kto import KTOAlignmentTrainer
 from .trainers.sft import DomainSFTTrainer
 
 logger = logging.getLogger("alignment")
@@ -48,7 +49,7 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
         (AlignmentScriptArguments, config_cls, ModelConfig, DatasetMixtureConfig), argv
     )
     # Data before the model: a missing file, a bad layout or an empty split fails in seconds, not after a load.
-    data = normalize_layouts(load_recipe_datasets(script_args, mixture_args, fmt=fmt), fmt)
+    data = normalize_layouts(load_recipe_datasets(script_args, mixture_args, fmt=source_format(fmt)), fmt)
     model, tokenizer, model_path = load_model_and_tokenizer(model_args, script_args, training_args)
     train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
     eval_dataset = data.get(script_args.dataset_test_split)
@@ -119,6 +120,12 @@ def dpo_main(argv=None):
     """Preference training with a loss from `alignment.losses` (`loss_type`)."""
     return _run_recipe(argv, PreferenceConfig, PreferenceTrainer, "preference",
                        lambda args: "+".join(args.loss_type), eval_during_training_only=False)
+
+
+def kto_main(argv=None):
+    """Unpaired preference training (KTO and TRL's unpaired loss types) with a loss from `alignment.unpaired`."""
+    return _run_recipe(argv, KTOAlignmentConfig, KTOAlignmentTrainer, "unpaired", lambda args: args.loss_type,
+                       eval_during_training_only=False)
 
 
 def sft_main(argv=None):

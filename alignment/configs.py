@@ -6,9 +6,10 @@ import json
 import re
 from dataclasses import dataclass, field, fields
 
-from trl import DPOConfig, GRPOConfig, ScriptArguments, SFTConfig
+from trl import DPOConfig, GRPOConfig, KTOConfig, ScriptArguments, SFTConfig
 
 from .advantages import resolve_loss_type
+from .unpaired import resolve_unpaired_loss
 
 
 # Command-line spellings that unset a list field (`--task_domains none` would otherwise give ['none']).
@@ -718,4 +719,37 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
         from .rewards.sources import check_reward_sources
 
         check_reward_sources(self.reward_funcs, self.reward_kwargs)  # a bad reward fails before any model loads
+        super().__post_init__()
+
+
+@dataclass
+class KTOAlignmentConfig(KTOConfig):
+    """TRL's `KTOConfig` whose `loss_type` names a loss of this toolkit's unpaired registry (`alignment.unpaired`).
+
+    ``beta``, ``desirable_weight`` and ``undesirable_weight`` keep TRL's fields, defaults and meaning; the loss's other
+    hyper-parameters (if any) go in ``loss_kwargs``. A name or hyper-parameter the registry rejects fails here, when
+    the recipe is parsed.
+    """
+
+    # Redeclared without TRL's fixed `choices`: the registry lists the valid names.
+    loss_type: str = field(
+        default="kto",
+        metadata={
+            "help": "Unpaired loss from the `alignment.unpaired` registry: `kto` (KTO, arXiv 2402.01306: desirable "
+            "and undesirable completions against the KL reference point) or `apo_zero_unpaired` (TRL's unpaired "
+            "APO-zero: no reference point). The same names and formulas as TRL's `KTOConfig.loss_type`."
+        },
+    )
+    loss_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Hyper-parameters of `loss_type` beyond `beta`, `desirable_weight` and `undesirable_weight`, as a "
+            "mapping (or a JSON string on the command line). A key the loss does not take is an error. The built-in "
+            "losses take none."
+        },
+    )
+
+    def __post_init__(self):
+        self.loss_kwargs = as_mapping(self.loss_kwargs)
+        resolve_unpaired_loss(self)
         super().__post_init__()

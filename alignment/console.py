@@ -1,4 +1,4 @@
-"""Console scripts (`alignment-dpo`, `-sft`, `-grpo`, `-reward`, `-doremi`, `-generate`, `-iterate`,
+"""Console scripts (`alignment-dpo`, `-kto`, `-sft`, `-grpo`, `-reward`, `-doremi`, `-generate`, `-iterate`,
 `-annotate-margins`, `-prepare-model`, `-plot`), the `alignment <step>` / `alignment launch` / `alignment list` command, and
 `python -m alignment.<step>`: one table of steps, one way to run each.
 
@@ -41,6 +41,8 @@ def _recipe(config: str) -> tuple[str, ...]:
 STEPS = {
     "dpo": Step("alignment.cli:dpo_main", "preference training (DPO and the alignment.losses registry)",
                 _recipe("alignment.configs:PreferenceConfig")),
+    "kto": Step("alignment.cli:kto_main", "unpaired preference training (KTO; the alignment.unpaired registry)",
+                _recipe("alignment.configs:KTOAlignmentConfig")),
     "sft": Step("alignment.cli:sft_main", "supervised fine-tuning (optionally with domain reweighting)",
                 _recipe("alignment.configs:AlignmentSFTConfig")),
     "grpo": Step("alignment.cli:grpo_main", "group-relative RL (GRPO and the alignment.advantages registry)",
@@ -195,6 +197,10 @@ def main(argv: list[str] | None = None) -> int | None:
 
 def dpo() -> int | None:
     return run_step("dpo")
+
+
+def kto() -> int | None:
+    return run_step("kto")
 
 
 def sft() -> int | None:

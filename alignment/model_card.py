@@ -4,7 +4,7 @@ The metadata (YAML front matter) carries only what the Hub validates and links: 
 embedded alias such as `smollm2-135m-instruct`, or a directory converted from one, maps back to the Hub id it was
 made from; any other local directory is described in the body instead), `datasets` as Hub dataset ids only (local
 files and the embedded `task-suite` are described in the body), a `license` from the Hub's list, `library_name`,
-`pipeline_tag`, tags (`trl`, `alignment`, the method family `dpo` / `grpo` / `sft` / `reward-model`, the loss or
+`pipeline_tag`, tags (`trl`, `alignment`, the method family `dpo` / `kto` / `grpo` / `sft` / `reward-model`, the loss or
 estimator names) and a `model-index` of the final model's held-out results (`huggingface_hub.EvalResult`). The body
 says in plain words what was trained how, on what, shows the evaluation before/after, embeds the training plots
 (`output_dir/plots/*.png`, linked relatively: the push uploads the folder), gives a loading snippet with the full
@@ -103,6 +103,14 @@ METHOD_FAMILIES: dict[str, MethodFamily] = {
         "reference model.",
         components="Advantage estimator",
     ),
+    "kto": MethodFamily(
+        tag="kto", title="Kahneman-Tversky Optimization (KTO family, unpaired preferences)", registry="unpaired",
+        description="Kahneman-Tversky Optimization (KTO) and TRL's other unpaired losses: the model was trained on "
+        "single completions labelled desirable or undesirable (no pairs); the loss raises the likelihood of desirable "
+        "completions and lowers that of undesirable ones, relative to a frozen reference model (the starting "
+        "checkpoint) and, for KTO, to a reference point estimated from the KL divergence to it.",
+        components="Loss",
+    ),
     "sft": MethodFamily(
         tag="sft", title="supervised fine-tuning (SFT)",
         description="Supervised fine-tuning (SFT): the model was trained to reproduce the reference completions "
@@ -129,19 +137,26 @@ def _registry_summaries(registry: str | None) -> dict[str, str]:
         from .advantages.registry import ADVANTAGE_ESTIMATORS
 
         return {spec.name: spec.summary for spec in ADVANTAGE_ESTIMATORS}
+    if registry == "unpaired":  # imported here like the two above: the card module stays free of torch until used
+        from .unpaired import UNPAIRED_LOSSES
+
+        return {spec.name: spec.summary for spec in UNPAIRED_LOSSES}
     return {}
 
 
 def describe_method(method: str) -> tuple[str | None, list[str]]:
     """``(family key in METHOD_FAMILIES or None, component names)`` of a run's method string.
 
-    The entry points name a run by its preference losses (`sigmoid`, `sigmoid+sft`: the DPO family), by
-    `group-rl (<estimator>)` (the GRPO family), or `sft` / `reward`; a family key itself (`dpo`, `grpo`) is accepted.
+    The entry points name a run by its preference losses (`sigmoid`, `sigmoid+sft`: the DPO family), by its unpaired
+    loss (`kto`, `apo_zero_unpaired`: the KTO family), by `group-rl (<estimator>)` (the GRPO family), or `sft` /
+    `reward`; a family key itself (`dpo`, `grpo`) is accepted.
     """
     key = method.strip().lower()
     group_rl = _GROUP_RL.match(key)
     if group_rl:
         return "grpo", [group_rl["name"]]
+    if key in _registry_summaries("unpaired"):  # `alignment.cli.kto_main` names a run by its unpaired loss
+        return "kto", [key]
     if key in METHOD_FAMILIES:
         return key, []
     names = [name for name in key.split("+") if name]

@@ -26,14 +26,16 @@ import yaml
 
 from alignment import cli
 from alignment.reward_cli import reward_main
+from alignment.unpaired import UNPAIRED_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "data"
 # doremi and group-dro reweight domains, which plain data has none of (group-dro runs in test_domain_reweighting.py).
 RECIPES = sorted(p for p in ROOT.glob("recipes/*/*.yaml")
                  if p.stem not in ("doremi", "group-dro", "iterative-dpo", "generate-pairs"))
-MAINS = {"dpo": cli.dpo_main, "sft": cli.sft_main, "grpo": cli.grpo_main, "reward": reward_main}
-LAYOUTS = {"dpo": "preference-standard", "sft": "sft-messages", "grpo": "prompts-standard",
+MAINS = {"dpo": cli.dpo_main, "kto": cli.kto_main, "sft": cli.sft_main, "grpo": cli.grpo_main,
+         "reward": reward_main}
+LAYOUTS = {"dpo": "preference-standard", "kto": "unpaired", "sft": "sft-messages", "grpo": "prompts-standard",
            "reward": "preference-standard"}
 # Extra per-row columns some losses read, with a value each example row gets.
 EXTRA_COLUMNS = {"margin": 0.5, "empty_trace": 0, "preference_prob": 0.8}
@@ -43,6 +45,8 @@ def _trainer(recipe: dict, path: Path) -> str:
     """The script a recipe is for (its header names `scripts/run_<trainer>.py`), from the fields only it has."""
     if "advantage_estimator" in recipe:
         return "grpo"
+    if isinstance(recipe.get("loss_type"), str) and recipe["loss_type"] in UNPAIRED_LOSSES:
+        return "kto"
     if "loss_type" in recipe:
         return "dpo"
     return "reward" if path.stem.startswith("reward") else "sft"
