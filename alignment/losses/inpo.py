@@ -40,6 +40,9 @@ def inpo_loss(
     experiment). The paper's own text was not reachable from here; the equivalence is algebraic, not quoted. A
     third-party "INPOTrainer" regressing each side onto ``(P̂ − ½)/β`` is SPPO, not INPO, and was not followed.
 
+    The round columns are plain sums recorded at generation: a `token_weighting` scales Δ_π and Δ_ref but not Δ_t,
+    so the two do not compose as other losses do (the mix is then of differently weighted log-odds).
+
     Metrics: ``inpo/h`` (the regressed quantity) and ``inpo/round_logratio`` (``Δ_t``) per example.
     """
     require_positive("eta", eta)
