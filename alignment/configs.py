@@ -483,6 +483,16 @@ class PreferenceConfig(DomainReweightingArguments, DPOConfig):
             "outputs (e.g. `sparsepo`) nor `sync_ref_model`. Unset: the reference is run at every step."
         },
     )
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "The reference model pi_ref when it is not the policy's starting weights (a local path, a Hub id "
+            "or an embedded alias), loaded with the policy's dtype and attention implementation. `alignment-iterate` "
+            "with `reference: base` sets it to the starting model M_0 while each round trains from M_{r-1} (INPO's "
+            "fixed pi_ref). Unset: TRL's default, the starting model loaded again (the policy with adapters off "
+            "under PEFT)."
+        },
+    )
     # Redeclared: TRL 1.16's DPOTrainer warns and resets its own `padding_free`; PreferenceTrainer implements it.
     padding_free: bool = field(
         default=False,

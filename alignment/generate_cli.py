@@ -63,6 +63,11 @@ class PairGenerationArguments:
     min_margin: float = field(default=0.0, metadata={"help": "Keep only pairs whose score gap is at least this."})
     max_pairs_per_prompt: int | None = field(
         default=None, metadata={"help": "`pass_fail`: at most this many pairs per prompt."})
+    record_policy_logps: bool = field(
+        default=False,
+        metadata={"help": "Also write `round_chosen_logps` / `round_rejected_logps`: each response's log-prob (sum over "
+                  "its tokens) under the sampling model, one forward per response, tokenized as the preference "
+                  "trainer does. INPO (`loss_type: inpo`) reads them as the round policy pi_t."})
     chat_template: str | None = field(
         default=None, metadata={"help": "Chat template for a model that has none (`chatml` or a Jinja file)."})
     use_vllm: bool = field(
@@ -108,7 +113,8 @@ def generate_main(argv: list[str] | None = None) -> dict:
     from .data_layouts import normalize_layouts
     from .data_loading import load_recipe_datasets, scope_task_suite_fields, split_or_fail
     from .models import resolve_model_name_or_path
-    from .pair_generation import build_pairs, sample_completions, sample_completions_vllm, score_completions
+    from .pair_generation import (POLICY_LOGPS_COLUMNS, build_pairs, policy_sequence_logps, sample_completions, sample_completions_vllm,
+                                  score_completions)
     from .script_utils import load_tokenizer, parse_recipe
     from .rewards.sources import RewardModelReward, check_reward_sources, resolve_rewards
 
@@ -138,6 +144,7 @@ def generate_main(argv: list[str] | None = None) -> dict:
     rows = list(prompts)
     sampling = dict(num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_p=args.top_p, seed=args.seed)
+    model = None
     if args.use_vllm:
         completions = sample_completions_vllm(path, tokenizer, [row["prompt"] for row in rows], **sampling,
                                               gpu_memory_utilization=args.vllm_gpu_memory_utilization)
@@ -151,6 +158,13 @@ def generate_main(argv: list[str] | None = None) -> dict:
                                tokenizer)
     pairs, counts = build_pairs(rows, completions, scores, strategy=args.strategy, threshold=args.threshold,
                                 min_margin=args.min_margin, max_pairs_per_prompt=args.max_pairs_per_prompt)
+    if args.record_policy_logps and pairs:
+        if model is None:  # vLLM sampled: the same weights, loaded once more for the teacher-forced forwards
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
+        logps = policy_sequence_logps(model, tokenizer, pairs, batch_size=args.batch_size)
+        for pair, values in zip(pairs, logps):
+            pair.update(zip(POLICY_LOGPS_COLUMNS, values))
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

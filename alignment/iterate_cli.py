@@ -7,7 +7,11 @@ Each round here is the two entry points a user would run by hand, with the model
     round r:  generate_pairs.py (model M_{r-1}) -> <output_dir>/round-r/pairs   (train.jsonl, test.jsonl)
               run_dpo.py        (init M_{r-1}, reference M_{r-1}) -> <output_dir>/round-r/model = M_r
 
-``init_from: base`` trains every round from the starting model instead (the reference is then that model too). The
+``init_from: base`` trains every round from the starting model instead (the reference is then that model too).
+``reference: base`` keeps the starting model M_0 as the reference in every round while training from M_{r-1}
+(`ref_model_name_or_path` of the round's recipe): INPO's fixed π_ref beside its round policy π_t = M_{r-1}, whose
+log-probs the generator records (``generate: {record_policy_logps: true}``). A loss that reads those columns is
+refused before round 1 unless both hold, since with the default reference π_ref would be π_t itself. The
 recipe has two sections, `generate` (fields of `scripts/generate_pairs.py`) and `train` (fields of `scripts/run_dpo.py`
 recipes, or `config:` naming one and overrides beside it); the driver sets the model, data and output paths of each
 round. Nothing is lost on interruption: a round whose pairs exist (`generation.json`) does not sample again, a round
@@ -50,6 +54,10 @@ class IterativeArguments:
         default="previous",
         metadata={"help": "`previous`: round r trains (and is referenced) from M_{r-1}, as iterative DPO and IRPO; "
                   "`base`: every round starts from M_0 (only the pairs change)."})
+    reference: str = field(
+        default="init",
+        metadata={"help": "`init`: the reference of round r is the model it trains from (M_{r-1}, or M_0 with "
+                  "`init_from: base`), as iterative DPO; `base`: M_0 in every round (INPO's fixed pi_ref)."})
     generate: dict | str = field(
         default_factory=dict, metadata={"help": "Fields of `scripts/generate_pairs.py` (prompts, rewards, sampling)."})
     train: dict | str = field(
@@ -65,6 +73,11 @@ class IterativeArguments:
             raise ValueError(f"`rounds` must be at least 1, got {self.rounds}.")
         if self.init_from not in ("previous", "base"):
             raise ValueError(f"`init_from` must be `previous` or `base`, got {self.init_from!r}.")
+        if self.reference not in ("init", "base"):
+            raise ValueError(f"`reference` must be `init` or `base`, got {self.reference!r}.")
+        if self.reference == "base" and "ref_model_name_or_path" in self.train:
+            raise ValueError("`reference: base` sets the round's `ref_model_name_or_path` to the starting model; "
+                             "remove it from `train` (or use `reference: init`).")
         for section, keys in (("generate", _DRIVER_GENERATE_KEYS), ("train", _DRIVER_TRAIN_KEYS)):
             owned = sorted(set(getattr(self, section)) & set(keys))
             if owned:
@@ -85,6 +98,26 @@ def _train_recipe(section: dict[str, Any]) -> dict[str, Any]:
     return {**recipe, **section}
 
 
+def _check_round_policy_columns(args: IterativeArguments, train_recipe: dict[str, Any]) -> None:
+    """A loss reading the sampling policy's log-probs (INPO's π_t) needs the generator to write them and a reference
+    other than π_t: fail before round 1 naming the setting, not after a round of sampling."""
+    from .losses import get_preference_loss
+    from .pair_generation import POLICY_LOGPS_COLUMNS
+
+    names = train_recipe.get("loss_type", ["sigmoid"])
+    readers = [name for name in ([names] if isinstance(names, str) else names)
+               if set(get_preference_loss(name).requires) & set(POLICY_LOGPS_COLUMNS)]
+    if not readers:
+        return
+    if not args.generate.get("record_policy_logps", False):
+        raise ValueError(f"loss_type {readers} reads {list(POLICY_LOGPS_COLUMNS)} (the round policy's log-probs); "
+                         "set `record_policy_logps: true` in the `generate` section.")
+    if args.reference != "base" and args.init_from != "base":
+        raise ValueError(f"loss_type {readers} needs a fixed reference beside the round policy M_{{r-1}}, but with "
+                         "`reference: init` and `init_from: previous` the reference of round r is M_{r-1} itself; "
+                         "set `reference: base` (the reference stays M_0).")
+
+
 def _finished(model_dir: Path) -> bool:
     return (model_dir / "eval_results.json").is_file()
 
@@ -101,6 +134,7 @@ def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_recipe = _train_recipe(args.train)
+    _check_round_policy_columns(args, train_recipe)
     records: list[dict[str, Any]] = []
     previous = args.model_name_or_path
     for r in range(1, args.rounds + 1):
@@ -125,6 +159,8 @@ def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         else:
             recipe = {**train_recipe, "model_name_or_path": init, "dataset_name": str(pairs_dir),
                       "output_dir": str(model_dir), "resume_from_checkpoint": True}
+            if args.reference == "base":
+                recipe["ref_model_name_or_path"] = args.model_name_or_path
             if "eval_before_training" not in args.train:  # M_0's held-out score once: round r's "before" is r-1's "after"
                 recipe["eval_before_training"] = r == 1
             (round_dir / "train.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -132,6 +168,7 @@ def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         results = json.loads((model_dir / "eval_results.json").read_text())
         records.append({
             "round": r, "sampled_from": policy, "trained_from": init, "model": str(model_dir),
+            "reference": args.model_name_or_path if args.reference == "base" else init,
             "pairs": generation["pairs"], "prompts": generation["prompts"],
             "prompts_without_pair": generation["prompts_without_pair"], "mean_score": generation["mean_score"],
             "pass_rate": generation["pass_rate"],

@@ -14,6 +14,10 @@ columns (``answer``, ``domain``, ...). Prompts whose completions all score the s
 reported. Scores are the weighted sum of the rewards (TRL's convention: a reward returning None for a completion, i.e.
 "not applicable", contributes nothing; a completion that no reward scores is left out of pairing).
 
+With ``record_policy_logps`` the generator also writes, for every pair, the log-prob of each response under the
+policy that sampled it (`policy_sequence_logps`: ``round_chosen_logps`` / ``round_rejected_logps``, the π_t columns
+INPO reads), computed by one teacher-forced forward of the pair as the preference trainer tokenizes it.
+
 Sampling uses transformers' ``generate`` (``do_sample=True``, ``num_return_sequences=K``), batched over prompts with
 left padding, seeded; prompts are built exactly as the trainers build them (`alignment.evaluation.prompt_texts`).
 Written by hand because TRL has no offline sample-and-pair step (its online DPO trainer pairs inside training).
@@ -27,6 +31,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 STRATEGIES = ("best_vs_worst", "pass_fail")
+# The columns `record_policy_logps` adds to each pair: log π_t of the chosen and of the rejected response.
+POLICY_LOGPS_COLUMNS = ("round_chosen_logps", "round_rejected_logps")
 
 
 @torch.no_grad()
@@ -159,3 +165,52 @@ def build_pairs(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[s
                           "score_chosen": group_scores[chosen], "score_rejected": group_scores[rejected],
                           "margin": group_scores[chosen] - group_scores[rejected]})
     return pairs, {"prompts": len(rows), "pairs": len(pairs), "prompts_without_pair": no_pair}
+
+
+def _pair_token_ids(tokenizer, row: dict[str, Any]) -> list[tuple[list[int], int]]:
+    """``[(ids, completion_start)]`` of ``row``'s chosen then rejected sequence, tokenized as TRL 1.16's DPOTrainer
+    does (`DPOTrainer._prepare_dataset`): EOS appended to text completions, the chat template over prompt+completion
+    for conversations, and the completion starting where prompt and prompt+completion tokens diverge."""
+    from trl.data_utils import _tokenize, common_prefix_length, is_conversational
+
+    sides = (row["chosen"], row["rejected"])
+    if is_conversational(row):
+        prompt_ids = _tokenize(tokenizer, row["prompt"], add_generation_prompt=True)["input_ids"]
+        full = [_tokenize(tokenizer, row["prompt"] + side)["input_ids"] for side in sides]
+    else:
+        eos = tokenizer.eos_token
+        prompt_ids = _tokenize(tokenizer, row["prompt"])["input_ids"]
+        full = [_tokenize(tokenizer, row["prompt"] + (side if side.endswith(eos) else side + eos))["input_ids"]
+                for side in sides]
+    start = min(common_prefix_length(prompt_ids, ids) for ids in full)
+    return [(list(ids), start) for ids in full]
+
+
+@torch.no_grad()
+def policy_sequence_logps(model, tokenizer, rows: Sequence[dict[str, Any]], *,
+                          batch_size: int = 8) -> list[tuple[float, float]]:
+    """``(log π(chosen | prompt), log π(rejected | prompt))`` of each preference row under ``model``: the sum of the
+    completion tokens' log-probs, one teacher-forced forward per response.
+
+    The tokens are those the preference trainer sees (`_pair_token_ids`), so with the same weights these equal the
+    trainer's sequence sums (up to float rounding) as long as its ``max_length`` does not truncate the pair.
+    """
+    model.eval()
+    sequences = [seq for row in rows for seq in _pair_token_ids(tokenizer, row)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sums: list[float] = []
+    for begin in range(0, len(sequences), 2 * batch_size):
+        chunk = sequences[begin : begin + 2 * batch_size]
+        length = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        completion = torch.zeros_like(ids, dtype=torch.bool)
+        for i, (tokens, start) in enumerate(chunk):  # right padding, as TRL's collator
+            ids[i, : len(tokens)] = torch.tensor(tokens)
+            attention[i, : len(tokens)] = 1
+            completion[i, start : len(tokens)] = True
+        ids, attention, completion = ids.to(model.device), attention.to(model.device), completion.to(model.device)
+        logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        sums += (token_logps * completion[:, 1:]).sum(-1).tolist()
+    return [(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]

@@ -151,6 +151,18 @@ def load_model_and_tokenizer(model_args, script_args, training_args, model_cls=N
     return model, tokenizer, path
 
 
+def load_reference_model(name_or_path: str, policy, training_args):
+    """The reference model at ``name_or_path`` (a path, Hub id or alias), loaded as TRL loads its default reference:
+    the policy's dtype and attention implementation."""
+    from transformers import AutoModelForCausalLM
+
+    from .models import resolve_model_name_or_path
+
+    return AutoModelForCausalLM.from_pretrained(
+        resolve_model_name_or_path(name_or_path), dtype=policy.dtype,
+        attn_implementation=policy.config._attn_implementation, trust_remote_code=training_args.trust_remote_code)
+
+
 def resolve_resume_checkpoint(training_args) -> str | bool | None:
     """`resume_from_checkpoint: true` (or `last`) resumes from the newest *complete* checkpoint in `output_dir`.
 
@@ -199,7 +211,9 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     hub_token = detach_hub_token(training_args)
     drop_missing_reporters(training_args)  # `report_to: tensorboard` only where it is installed
+    reference = getattr(training_args, "ref_model_name_or_path", None)
     trainer = trainer_cls(
+        **({"ref_model": load_reference_model(reference, model, training_args)} if reference else {}),
         model=model,
         args=training_args,
         train_dataset=train_dataset,

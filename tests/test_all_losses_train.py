@@ -32,7 +32,9 @@ RECIPES = ROOT / "recipes" / "smollm2-135m"
 LOSSES = [name for name in list_preference_losses() if not name.startswith("_test")]
 # Dataset columns the test can synthesise for losses that require them (`madpo` needs a reward-model margin).
 SYNTHETIC_COLUMNS = {"margin": [0.5, -1.0, 3.0, 1.5, 8.0, -3.0], "empty_trace": [0, 1, 1, 0, 0, 1],
-                     "preference_prob": [0.9, 0.6, 0.5, 0.75, 1.0, 0.3]}
+                     "preference_prob": [0.9, 0.6, 0.5, 0.75, 1.0, 0.3],
+                     "round_chosen_logps": [-12.0, -8.5, -20.0, -5.0, -9.0, -15.0],
+                     "round_rejected_logps": [-10.0, -11.0, -18.5, -7.5, -9.0, -30.0]}
 N_PAIRS = 6
 # Config fields a loss cannot train without: TRL's DPOTrainer refuses `exo_pair` with label_smoothing = 0 (log ε).
 REQUIRED_ARGS = {"exo_pair": {"label_smoothing": 1e-3}}

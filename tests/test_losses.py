@@ -146,6 +146,7 @@ def test_every_loss_composes_with_token_weights(name):
     extras = {"margin": torch.tensor([0.5, -1.0]), "chosen_log_sum_sq_probs": torch.full((2, 3), -1.0),
               "rejected_log_sum_sq_probs": torch.full((2, 3), -1.0),
               "empty_trace": torch.tensor([0.0, 1.0]), "preference_prob": torch.tensor([0.7, 0.4]),
+              "round_chosen_logps": torch.tensor([-3.0, -1.0]), "round_rejected_logps": torch.tensor([-2.0, -4.0]),
               "chosen_turn_ids": torch.zeros(2, 3, dtype=torch.long),
               "rejected_turn_ids": torch.zeros(2, 3, dtype=torch.long),
               "chosen_token_kl": torch.full((2, 3), 0.25), "rejected_token_kl": torch.full((2, 3), 0.5),
@@ -219,7 +220,8 @@ def test_extras_table_is_the_one_source_of_the_column_and_field_lists():
     from alignment.losses.registry import ANNOTATION_EXTRAS, COLUMN_EXTRAS, MODEL_OUTPUT_EXTRAS, REFERENCE_EXTRAS
 
     # The per-example columns any loss may read: what a trainer keeps in its batches.
-    assert preference_columns() == ("margin", "weight", "domain", "empty_trace", "preference_prob") == COLUMN_EXTRAS
+    assert preference_columns() == ("margin", "weight", "domain", "empty_trace", "preference_prob",
+                                    "round_chosen_logps", "round_rejected_logps") == COLUMN_EXTRAS
     assert set(EXTRAS) == {*COLUMN_EXTRAS, *MODEL_OUTPUT_EXTRAS, *ANNOTATION_EXTRAS, *REFERENCE_EXTRAS}
     batch_fields = {f.name for f in dataclasses.fields(PreferenceBatch)}
     assert all(set(extra.fields) <= batch_fields for extra in EXTRAS.values())

@@ -27,6 +27,7 @@ from . import sparsepo  # noqa: E402,F401  isort: skip
 from . import aft, bvpo, dmpo, irepo, rdpo, typo  # noqa: E402,F401  isort: skip
 from . import aot, apo, bco, exo, nca, sppo  # noqa: E402,F401  isort: skip
 from . import reference_free  # noqa: E402,F401  isort: skip
+from . import inpo  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "EXTRAS",

@@ -35,6 +35,10 @@ class PreferenceBatch:
             sampled reasoning traces (BVPO's two estimators; dataset column ``empty_trace``).
         preference_prob: optional ``[B]`` empirical probability that the chosen response is preferred (e.g. the
             fraction of annotators who preferred it; dataset column ``preference_prob``). Used by iREPO.
+        round_chosen_logps: optional ``[B]`` log-prob of the chosen response (sum over its completion tokens) under
+            the policy that sampled the pair, π_t of an on-policy round (dataset column written by the pair generator
+            with ``record_policy_logps``). Used by INPO.
+        round_rejected_logps: optional ``[B]``, the same for the rejected response.
         chosen_turn_ids: optional ``[B, T]`` long, the assistant-turn index (0, 1, ...) of each chosen-completion token
             of a multi-turn completion, −1 on tokens outside any assistant turn (prompt, padding, other roles' turns
             inside the completion, assistant headers); see `alignment.losses.turns`. Used by DMPO.
@@ -65,6 +69,8 @@ class PreferenceBatch:
     rejected_log_sum_sq_probs: torch.Tensor | None = None
     empty_trace: torch.Tensor | None = None
     preference_prob: torch.Tensor | None = None
+    round_chosen_logps: torch.Tensor | None = None
+    round_rejected_logps: torch.Tensor | None = None
     chosen_turn_ids: torch.Tensor | None = None
     rejected_turn_ids: torch.Tensor | None = None
     chosen_token_kl: torch.Tensor | None = None
@@ -102,7 +108,8 @@ class PreferenceBatch:
                 f"PreferenceBatch: {self.chosen_logps.size(0)} chosen rows but {self.rejected_logps.size(0)} rejected rows."
             )
         batch_size = self.chosen_logps.size(0)
-        for name in ("margin", "weight", "domain", "empty_trace", "preference_prob"):
+        for name in ("margin", "weight", "domain", "empty_trace", "preference_prob", "round_chosen_logps",
+                     "round_rejected_logps"):
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (batch_size,):
                 raise ValueError(f"PreferenceBatch: `{name}` must have shape [{batch_size}], got {tuple(value.shape)}.")

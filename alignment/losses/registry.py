@@ -117,7 +117,13 @@ class Extra:
 
     kind: str
     fields: tuple[str, ...]
+    # For a dataset column: how to produce it, appended to the error for a dataset without it ("" -> generic advice).
+    source: str = ""
 
+
+_ROUND_LOGPS_SOURCE = ("Generate the pairs with `record_policy_logps: true` (scripts/generate_pairs.py, or the "
+                       "`generate` section of an `alignment-iterate` recipe): it writes each response's log-prob under "
+                       "the sampling policy.")
 
 EXTRAS: dict[str, Extra] = {
     # per-example dataset columns -> the PreferenceBatch field of that name
@@ -126,6 +132,9 @@ EXTRAS: dict[str, Extra] = {
     "domain": Extra(COLUMN, ("domain",)),
     "empty_trace": Extra(COLUMN, ("empty_trace",)),
     "preference_prob": Extra(COLUMN, ("preference_prob",)),
+    # log π_t(y) of each response under the policy that sampled the pair (INPO's round policy), sequence sums
+    "round_chosen_logps": Extra(COLUMN, ("round_chosen_logps",), source=_ROUND_LOGPS_SOURCE),
+    "round_rejected_logps": Extra(COLUMN, ("round_rejected_logps",), source=_ROUND_LOGPS_SOURCE),
     # per-token model outputs
     "log_sum_sq_probs": Extra(MODEL_OUTPUT, ("chosen_log_sum_sq_probs", "rejected_log_sum_sq_probs")),
     # per-token annotations derived from the token ids

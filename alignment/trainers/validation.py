@@ -7,6 +7,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..losses.registry import EXTRAS
+
 
 def _content(value: Any) -> str:
     """The text of a completion, whether plain text or a list of chat messages."""
@@ -109,7 +111,7 @@ def check_preference_dataset(dataset: Any, name: str, required_extras: tuple[str
                 + (
                     "Annotate it with `scripts/annotate_margins.py` (reward-model margins) or choose another loss_type."
                     if column == "margin"
-                    else f"Add a `{column}` column or choose another loss_type."
+                    else EXTRAS[column].source or f"Add a `{column}` column or choose another loss_type."
                 )
             )
     for column in ("chosen", "rejected"):
