@@ -64,11 +64,11 @@ STEP_GRADS = [  # three update steps, K = 4 domains, P = 3; domain 1 is the spec
 def test_dga_three_steps_equal_the_papers_equations():
     weights = [0.1, 0.4, 0.2, 0.3]
     expected = weights
-    hp = dict(target_domains=[1], step_size=0.7, ema=0.5, target_share=0.1)
+    hp = dict(target_domains=[1], step_size=0.7, ema=0.3, target_share=0.1)
     for step, grads in enumerate(STEP_GRADS):
         weights = update_domain_weights("dga", torch.tensor(weights, dtype=torch.float64), step=step,
                                         grads=torch.tensor(grads, dtype=torch.float64), **hp).tolist()
-        expected = _dga_by_hand(expected, grads, [1], eta=0.7, beta=0.5, share=0.1)
+        expected = _dga_by_hand(expected, grads, [1], eta=0.7, beta=0.3, share=0.1)
         _close(weights, expected)
     # e.g. step 1 by hand: a = (0.8, ·, 0.2, −0.4) on the generic (0.1, 0.2, 0.3)/0.6, then the EMA and s = 0.1
     assert weights[1] == pytest.approx(0.1)
@@ -264,7 +264,7 @@ def _hand_scalebio(weights, grads, target, eta):
 def test_recipe_three_online_steps_follow_the_rule_on_the_trainers_gradients(rule, tiny_model_dir, tmp_path,
                                                                             gradients_seen):
     out = tmp_path / rule
-    kwargs = {"target_domains": [2], "step_size": 20.0, **({"ema": 0.5} if rule == "dga" else {})}
+    kwargs = {"target_domains": [2], "step_size": 20.0, **({"ema": 0.3} if rule == "dga" else {})}
     trainer, _ = cli.sft_main(["--config", str(ROOT / f"recipes/tiny/{rule}.yaml"), "--model_name_or_path",
                                tiny_model_dir, "--output_dir", str(out), "--max_steps", "3", "--eval_after_training",
                                "false", "--domain_reweighting_kwargs", json.dumps(kwargs)])
@@ -275,7 +275,7 @@ def test_recipe_three_online_steps_follow_the_rule_on_the_trainers_gradients(rul
     history = [h.tolist() for h in trainer.domain_weights.history]
     assert len(history) == 4 and len(gradients_seen) == 3
     for before, grads, after in zip(history, gradients_seen, history[1:]):
-        expected = (_dga_by_hand(before, grads.double().tolist(), [2], eta=20.0, beta=0.5, share=0.0)
+        expected = (_dga_by_hand(before, grads.double().tolist(), [2], eta=20.0, beta=0.3, share=0.0)
                     if rule == "dga" else _hand_scalebio(before, grads, 2, eta=20.0))
         _close(after, expected, tol=1e-6)
         assert after[2] == 0.0  # the target is never trained on ...
