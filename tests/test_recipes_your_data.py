@@ -30,9 +30,10 @@ from alignment.unpaired import UNPAIRED_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "data"
-# doremi and group-dro reweight domains, which plain data has none of (group-dro runs in test_domain_reweighting.py).
+# doremi, group-dro, dga and scalebio reweight domains, which plain data has none of (group-dro runs in
+# test_domain_reweighting.py, dga and scalebio in test_domain_dga_scalebio.py).
 RECIPES = sorted(p for p in ROOT.glob("recipes/*/*.yaml")
-                 if p.stem not in ("doremi", "group-dro", "iterative-dpo", "generate-pairs"))
+                 if p.stem not in ("doremi", "group-dro", "dga", "scalebio", "iterative-dpo", "generate-pairs"))
 MAINS = {"dpo": cli.dpo_main, "kto": cli.kto_main, "sft": cli.sft_main, "grpo": cli.grpo_main,
          "reward": reward_main}
 LAYOUTS = {"dpo": "preference-standard", "kto": "unpaired", "sft": "sft-messages", "grpo": "prompts-standard",

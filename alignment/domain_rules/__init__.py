@@ -13,7 +13,7 @@ from .registry import (
     validate_domain_update,
 )
 from .state import DomainWeightState, check_distribution
-from . import cooldown, doge, doremi, group_dro, velocitune  # noqa: E402,F401  (each registers its rule)
+from . import cooldown, dga, doge, doremi, group_dro, scalebio, velocitune  # noqa: E402,F401  (each registers its rule)
 from .doremi import clipped_excess_loss
 
 __all__ = ["DOMAIN_UPDATES", "DomainUpdateSpec", "get_domain_update", "list_domain_updates", "register_domain_update",

@@ -1,4 +1,5 @@
-"""The registry of domain-weight update rules (DoReMi, DoGE, Velocitune, Cooldown): pure functions by name.
+"""The registry of domain-weight update rules (DoReMi, DoGE, Velocitune, Cooldown, Group DRO, DGA, ScaleBiO): pure
+functions by name.
 
 A rule maps the current domain weights (a distribution over K domains) and this step's per-domain signals to new
 weights::
@@ -13,8 +14,9 @@ keyword-only parameter with a default is a hyper-parameter, settable from a reci
 weights stay a distribution. `DomainWeightState` (`alignment.domain_rules.state`) keeps the current weights, their
 running average (DoReMi and DoGE output the average, not the last weights) and the step, and is saved in checkpoints.
 
-One rule per module of this package (`doremi`, `doge`, `velocitune`, `cooldown`); the package's ``__init__`` imports
-them so that they register. The helpers at the end are the math several rules share.
+One rule per module of this package (`doremi`, `doge`, `velocitune`, `cooldown`, `group_dro`, `dga`, `scalebio`); the
+package's ``__init__`` imports them so that they register. The helpers at the end are the math several rules share.
+A rule may also have required hyper-parameters (keyword-only, no default: DGA's ``target_domains``).
 
 Unknown rule names, inputs or hyper-parameters fail with the valid names in the message.
 """
@@ -98,15 +100,19 @@ def update_domain_weights(name: str, weights: torch.Tensor, *, step: int, **inpu
     `list_domain_updates()` and each rule's docstring). Returns the new weights, [K], same dtype, summing to 1.
     """
     spec = get_domain_update(name)
-    reject_unknown(inputs_and_hparams, [*spec.signals, *spec.hparams], f"Domain-weight update rule {name!r}",
+    reject_unknown(inputs_and_hparams, [*spec.signals, *spec.accepted_hparams], f"Domain-weight update rule {name!r}",
                    f"Its {_describe(spec)}")
     missing = [i for i in spec.required if inputs_and_hparams.get(i) is None]
     if missing:
         raise ValueError(f"Domain-weight update rule {name!r} needs the input(s) {missing}. Its {_describe(spec)}.")
+    missing = [key for key in spec.required_hparams if inputs_and_hparams.get(key) is None]
+    if missing:
+        raise ValueError(f"Domain-weight update rule {name!r} needs the hyper-parameter(s) {missing} (recipe: "
+                         f"`domain_reweighting_kwargs`). Its {_describe(spec)}.")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"`step` must be a non-negative integer, got {step!r}.")
     check_distribution(weights)
-    hparams = {k: v for k, v in inputs_and_hparams.items() if k in spec.hparams}
+    hparams = {k: v for k, v in inputs_and_hparams.items() if k in spec.accepted_hparams}
     _check_values(spec, hparams)
     with torch.no_grad():
         new = spec.fn(weights.detach(), step=step, **inputs_and_hparams)
@@ -135,3 +141,43 @@ def _smooth(weights: torch.Tensor, eps: float) -> torch.Tensor:
 def _exponentiated_step(weights: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """softmax(log w + scores): the multiplicative-weights / mirror-descent step, in log space for stability."""
     return torch.softmax(torch.log(weights) + scores, dim=0)
+
+
+def _split_targets(grads: Any, target_domains: Any, num_domains: int, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-domain gradients ``grads`` [K, P] and the indices ``target_domains`` -> (``in_target`` [K] bool, the
+    alignment ``a`` [K] with a_i = ⟨g_i, ḡ_target⟩, ḡ_target the mean of the target domains' rows).
+
+    For rules that specialise to a target set held as domains of the training data (DGA's specialised set,
+    ScaleBiO's validation set), as DoGE's ``target_domains`` select targets among the training domains."""
+    grads = torch.as_tensor(grads).double()
+    if grads.ndim != 2 or grads.shape[0] != num_domains:
+        raise ValueError(f"{rule}: `grads` must be [K, P] = [{num_domains}, P], got {tuple(grads.shape)}.")
+    targets = _target_indices(target_domains, num_domains, rule)
+    in_target = torch.zeros(num_domains, dtype=torch.bool)
+    in_target[targets] = True
+    return in_target, grads @ grads[in_target].mean(dim=0)
+
+
+def _target_indices(target_domains: Any, num_domains: int, rule: str) -> list[int]:
+    """``target_domains`` as a checked list of distinct indices leaving at least one training domain."""
+    if isinstance(target_domains, (str, bytes)) or not hasattr(target_domains, "__len__") or not target_domains:
+        raise ValueError(f"{rule}: `target_domains` must list the indices of the target domains (sorted domain-name "
+                         f"order, as in `domain_weight/<name>` logs), e.g. [2]; got {target_domains!r}.")
+    if any(isinstance(j, bool) or not isinstance(j, int) for j in target_domains):
+        raise ValueError(f"{rule}: `target_domains` must be integer indices, got {list(target_domains)}.")
+    targets = [int(j) for j in target_domains]
+    if len(set(targets)) != len(targets) or (num_domains and any(j < 0 or j >= num_domains for j in targets)):
+        raise ValueError(f"{rule}: `target_domains` must be distinct indices in [0, {num_domains}), got {targets}.")
+    if num_domains and len(targets) >= num_domains:
+        raise ValueError(f"{rule}: `target_domains` {targets} leaves no training domain to reweight; at least one "
+                         "of the K domains must be outside the target set.")
+    return targets
+
+
+def _with_target_share(generic: torch.Tensor, in_target: torch.Tensor, target_share: float) -> torch.Tensor:
+    """[K] weights: ``generic`` (a distribution over the non-target domains) scaled to 1 − s, and the fixed share s
+    split evenly over the target domains."""
+    out = torch.zeros(in_target.numel(), dtype=torch.float64)
+    out[~in_target] = (1.0 - target_share) * generic
+    out[in_target] = target_share / int(in_target.sum())
+    return out

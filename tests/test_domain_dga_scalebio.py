@@ -1,0 +1,293 @@
+"""DGA (arXiv 2410.02498) and ScaleBiO (arXiv 2406.19976) as domain-weight rules: the update against transcriptions of
+the paper's equations (DGA) and of the official code's λ step (ScaleBiO, `python/samp_p.py` + `python/minmax.py`),
+limits, direction, bad input, and a 3-step online SFT run with each recipe.
+
+Expected values are computed independently of `alignment.domain_rules`: plain Python floats for DGA, autograd through
+a copy of the official `SampProb` module and `torch.optim.SGD` for ScaleBiO.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignment import cli
+from alignment.domain_rules import get_domain_update, list_domain_updates, update_domain_weights, validate_domain_update
+from alignment.domain_rules.scalebio import softmax_logit_gradient
+from alignment.trainers import domain_gradients
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _close(tensor, expected, tol=1e-9):
+    values = torch.as_tensor(tensor, dtype=torch.float64).tolist()
+    assert values == pytest.approx(list(expected), abs=tol), (values, expected)
+
+
+def test_both_rules_are_registered_with_target_domains_required():
+    assert {"dga", "scalebio"} <= set(list_domain_updates())
+    assert get_domain_update("dga").required_hparams == ("target_domains",)
+    assert get_domain_update("dga").hparams == {"step_size": 1.0, "ema": 0.1, "target_share": 0.0}
+    assert get_domain_update("scalebio").required_hparams == ("target_domains",)
+    assert get_domain_update("scalebio").hparams == {"step_size": 1.0, "penalty": 10.0, "target_share": 0.0}
+
+
+# ---------------------------------------------------------------------------------------------------------- DGA
+def _dga_by_hand(weights, grads, targets, eta, beta, share):
+    """The paper's equations, in floats: a_i = <g_i, g_spe>; α̂ ∝ α·exp(η a); α' = (1 − β)α + βα̂; targets get s."""
+    k = len(weights)
+    generic = [i for i in range(k) if i not in targets]
+    g_spe = [sum(grads[j][p] for j in targets) / len(targets) for p in range(len(grads[0]))]
+    total = sum(weights[i] for i in generic)
+    alpha = {i: weights[i] / total for i in generic}
+    a = {i: sum(x * y for x, y in zip(grads[i], g_spe)) for i in generic}
+    z = sum(alpha[i] * math.exp(eta * a[i]) for i in generic)
+    out = [0.0] * k
+    for i in generic:
+        out[i] = (1 - share) * ((1 - beta) * alpha[i] + beta * alpha[i] * math.exp(eta * a[i]) / z)
+    for j in targets:
+        out[j] = share / len(targets)
+    return out
+
+
+STEP_GRADS = [  # three update steps, K = 4 domains, P = 3; domain 1 is the specialised set
+    [[1.0, 0.0, 0.5], [0.8, 0.2, 0.0], [0.0, 1.0, 0.0], [-0.5, 0.0, 1.0]],
+    [[0.2, 0.1, 0.0], [1.0, 1.0, 0.0], [0.0, 2.0, 0.0], [1.0, 0.0, 0.0]],
+    [[0.0, 0.0, 1.0], [0.3, -0.4, 0.5], [0.5, 0.5, 0.5], [-1.0, 1.0, 0.0]],
+]
+
+
+def test_dga_three_steps_equal_the_papers_equations():
+    weights = [0.1, 0.4, 0.2, 0.3]
+    expected = weights
+    hp = dict(target_domains=[1], step_size=0.7, ema=0.3, target_share=0.1)
+    for step, grads in enumerate(STEP_GRADS):
+        weights = update_domain_weights("dga", torch.tensor(weights, dtype=torch.float64), step=step,
+                                        grads=torch.tensor(grads, dtype=torch.float64), **hp).tolist()
+        expected = _dga_by_hand(expected, grads, [1], eta=0.7, beta=0.3, share=0.1)
+        _close(weights, expected)
+    # e.g. step 1 by hand: a = (0.8, ·, 0.2, −0.4) on the generic (0.1, 0.2, 0.3)/0.6, then the EMA and s = 0.1
+    assert weights[1] == pytest.approx(0.1)
+
+
+def test_dga_several_target_domains_use_their_mean_gradient():
+    grads = [[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 4.0]]
+    new = update_domain_weights("dga", torch.full((4,), 0.25, dtype=torch.float64), step=0, grads=torch.tensor(grads),
+                                target_domains=[2, 3], step_size=0.3, ema=1.0, target_share=0.2)
+    _close(new, _dga_by_hand([0.25] * 4, grads, [2, 3], eta=0.3, beta=1.0, share=0.2))
+    assert new[2] == new[3] == pytest.approx(0.1)
+
+
+def test_dga_limits():
+    weights = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)  # target 2 already holds its share 0.5
+    grads = torch.tensor(STEP_GRADS[0][:3])
+    # η -> 0: the EG step is the identity, so the weights stay (whatever β).
+    kept = update_domain_weights("dga", weights, step=0, grads=grads, target_domains=[2], step_size=1e-12, ema=0.7,
+                                 target_share=0.5)
+    _close(kept, weights.tolist(), tol=1e-12)
+    # β = 1 (no EMA): the plain exponentiated-gradient step softmax(log α + η a) on the generic domains.
+    plain = update_domain_weights("dga", weights, step=0, grads=grads, target_domains=[2], step_size=2.0, ema=1.0,
+                                  target_share=0.5)
+    a = grads[:2].double() @ grads[2].double()
+    eg = torch.softmax(torch.log(weights[:2] / weights[:2].sum()) + 2.0 * a, dim=0)
+    _close(plain[:2], (0.5 * eg).tolist())
+    # β interpolates linearly between the previous weights (β -> 0) and the plain step (β = 1).
+    half = update_domain_weights("dga", weights, step=0, grads=grads, target_domains=[2], step_size=2.0, ema=0.25,
+                                 target_share=0.5)
+    _close(half, (0.75 * weights + 0.25 * plain).tolist())
+
+
+def test_dga_domain_most_aligned_with_the_target_gains_weight():
+    # g_0 along the target, g_1 orthogonal, g_2 against it: 0 gains, 2 loses, 1 only follows the normalisation.
+    grads = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [1.0, 0.0]])
+    weights = torch.tensor([0.25, 0.25, 0.25, 0.25], dtype=torch.float64)
+    new = update_domain_weights("dga", weights, step=0, grads=grads, target_domains=[3], ema=0.5)
+    assert new[0] > 1 / 3 > new[2]
+    assert new[3] == 0.0  # target_share 0: the paper never trains on the specialised set
+    # Repeated steps: the EMA makes the move geometric, the aligned domain keeps gaining.
+    for step in range(1, 5):
+        newer = update_domain_weights("dga", new, step=step, grads=grads, target_domains=[3], ema=0.5)
+        assert newer[0] > new[0] and newer[2] < new[2]
+        new = newer
+
+
+@pytest.mark.parametrize("hparams, match", [
+    ({}, "target_domains"),
+    ({"target_domains": []}, "target_domains"),
+    ({"target_domains": "2"}, "target_domains"),
+    ({"target_domains": [1, 1]}, "distinct"),
+    ({"target_domains": [1.5]}, "integer"),
+    ({"target_domains": [1], "ema": 0.0}, "ema"),
+    ({"target_domains": [1], "ema": 1.5}, "ema"),
+    ({"target_domains": [1], "step_size": -1.0}, "step_size"),
+    ({"target_domains": [1], "target_share": 1.0}, "target_share"),
+    ({"target_domains": [1], "mu": 0.1}, "mu"),
+])
+def test_dga_bad_hyper_parameters_fail_at_validation(hparams, match):
+    with pytest.raises(ValueError, match=match):
+        validate_domain_update("dga", **hparams)
+
+
+def test_dga_bad_inputs_fail_with_the_field():
+    weights = torch.full((3,), 1 / 3, dtype=torch.float64)
+    grads = torch.ones(3, 2)
+    with pytest.raises(ValueError, match=r"distinct indices in \[0, 3\)"):
+        update_domain_weights("dga", weights, step=0, grads=grads, target_domains=[3])
+    with pytest.raises(ValueError, match="no training domain"):
+        update_domain_weights("dga", weights, step=0, grads=grads, target_domains=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"\[K, P\] = \[3, P\]"):
+        update_domain_weights("dga", weights, step=0, grads=torch.ones(2, 2), target_domains=[0])
+    with pytest.raises(ValueError, match="needs"):
+        update_domain_weights("dga", weights, step=0, grads=grads)
+
+
+# ------------------------------------------------------------------------------------------------------ ScaleBiO
+class SampProb(torch.nn.Module):
+    """The official `python/samp_p.py` (2003pro/ScaleBiO), retyped: p = softmax(λ), loss = Σ_b p[c_b]/n_{c_b}·ℓ_b."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.p = torch.nn.Parameter(logits.clone())
+
+    def forward(self, per_sample_loss, per_sample_category):
+        samp_prob = torch.softmax(self.p, dim=0)
+        w = samp_prob[per_sample_category]
+        weight = torch.mul(1.0 / torch.bincount(per_sample_category)[per_sample_category], w)
+        return torch.dot(weight, per_sample_loss)
+
+
+def _official_lambda_step(probs, categories, losses_w, losses_u, alpha, lr):
+    """minmax.py: λ.grad from α·L2(w, λ) and −α·L2(u, λ) on the same minibatch, then an optimizer step (SGD here)."""
+    module = SampProb(torch.log(probs))
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+    (alpha * module(losses_w, categories)).backward()
+    (-alpha * module(losses_u, categories)).backward()
+    optimizer.step()
+    return torch.softmax(module.p.detach(), dim=0), module
+
+
+def test_scalebio_loss_gap_step_equals_the_official_code_over_three_steps():
+    # Training sources 0, 1, 2 and the validation set as domain 3 (not in the softmax: target_share 0).
+    gen = torch.Generator().manual_seed(0)
+    categories = torch.tensor([0, 0, 1, 2, 2, 2])
+    probs = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    weights = torch.cat([probs, torch.zeros(1, dtype=torch.float64)])
+    for step in range(3):
+        losses_w = torch.rand(6, generator=gen, dtype=torch.float64) + 1.0
+        losses_u = torch.rand(6, generator=gen, dtype=torch.float64) + 1.0
+        probs, module = _official_lambda_step(probs, categories, losses_w, losses_u, alpha=10.0, lr=0.05)
+        gap = [float(losses_w[categories == i].mean() - losses_u[categories == i].mean()) for i in range(3)]
+        gap = torch.tensor(gap + [math.nan], dtype=torch.float64)  # the validation domain's entry is unused
+        weights = update_domain_weights("scalebio", weights, step=step, loss_gap=gap, target_domains=[3],
+                                        step_size=0.05, penalty=10.0)
+        # 1e-8: the official 1.0 / bincount(...) is a float32 tensor (1/3 rounded); ours is float64.
+        _close(weights[:3], probs.tolist(), tol=1e-8)
+        assert weights[3] == 0.0
+
+
+def test_scalebio_gradient_equals_the_official_codes_jacobian_formula():
+    # minmax.py logs grad_p = (p_L_w_L2 + p_L_u_L2) @ (diag(s) − s sᵀ) as a check of λ.grad; ours is that product.
+    probs = torch.tensor([0.6, 0.1, 0.3], dtype=torch.float64)
+    d = torch.tensor([0.4, -1.0, 2.0], dtype=torch.float64)
+    s = probs.reshape(-1, 1)
+    jacobian = torch.diagflat(s) - torch.mul(s, s.T)
+    _close(softmax_logit_gradient(probs, d), torch.matmul(d, jacobian).tolist(), tol=1e-15)
+    assert float(softmax_logit_gradient(probs, d).sum()) == pytest.approx(0.0, abs=1e-15)  # why λ = log p is exact
+
+
+def test_scalebio_online_form_is_the_penalty_gap_of_one_validation_step():
+    # Linear losses ℓ_i(θ) = <c_i, θ>: with w = u − g_val/α the penalty gap α(ℓ_i(w) − ℓ_i(u)) = −<c_i, g_val>
+    # exactly, so the `grads` form must equal the `loss_gap` form fed with that gap.
+    c = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.5, -1.0, 1.0]], dtype=torch.float64)
+    alpha, u = 10.0, torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    w = u - c[1] / alpha  # domain 1 is the validation set: g_val = c_1
+    gap = c @ w - c @ u
+    weights = torch.tensor([0.2, 0.0, 0.5, 0.3], dtype=torch.float64)
+    via_gap = update_domain_weights("scalebio", weights, step=0, loss_gap=gap, target_domains=[1], penalty=alpha,
+                                    step_size=0.8)
+    via_grads = update_domain_weights("scalebio", weights, step=0, grads=c, target_domains=[1], step_size=0.8)
+    _close(via_grads, via_gap.tolist(), tol=1e-12)
+
+
+def test_scalebio_limits_and_direction():
+    grads = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [1.0, 0.0]])
+    weights = torch.tensor([0.25, 0.25, 0.25, 0.25], dtype=torch.float64)
+    new = update_domain_weights("scalebio", weights, step=0, grads=grads, target_domains=[3], target_share=0.25)
+    assert new[0] > 0.25 > new[2] and new[3] == pytest.approx(0.25)  # aligned gains, opposed loses
+    # By hand: p = 1/3, a = (1, 0, −1), ⟨p, a⟩ = 0, λ_i += η·p_i·a_i.
+    logits = torch.tensor([1 / 3, 0.0, -1 / 3], dtype=torch.float64)
+    _close(new[:3], (0.75 * torch.softmax(logits, dim=0)).tolist())
+    kept = update_domain_weights("scalebio", weights, step=0, grads=grads, target_domains=[3], step_size=1e-12,
+                                 target_share=0.25)
+    _close(kept, weights.tolist(), tol=1e-12)
+    with pytest.raises(ValueError, match="exactly one"):
+        update_domain_weights("scalebio", weights, step=0, target_domains=[3])
+    with pytest.raises(ValueError, match="exactly one"):
+        update_domain_weights("scalebio", weights, step=0, grads=grads, loss_gap=torch.zeros(4), target_domains=[3])
+    with pytest.raises(ValueError, match="penalty"):
+        validate_domain_update("scalebio", target_domains=[3], penalty=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- online (SFT recipes)
+@pytest.fixture
+def gradients_seen(monkeypatch):
+    """The [K, P] gradients each optimizer step hands to the rule, as the trainer computed them."""
+    seen = []
+    original = domain_gradients.DomainGradients.step_end
+
+    def spy(self):
+        grads = original(self)
+        seen.append(grads.clone())
+        return grads
+
+    monkeypatch.setattr(domain_gradients.DomainGradients, "step_end", spy)
+    return seen
+
+
+def _hand_scalebio(weights, grads, target, eta):
+    generic = [i for i in range(len(weights)) if i != target]
+    p = torch.tensor([weights[i] for i in generic], dtype=torch.float64)
+    p = p / p.sum()
+    a = torch.tensor([float(grads[i].double() @ grads[target].double()) for i in generic], dtype=torch.float64)
+    new = torch.softmax(torch.log(p) + eta * p * (a - (p * a).sum()), dim=0)
+    out = [0.0] * len(weights)
+    for i, value in zip(generic, new.tolist()):
+        out[i] = value
+    return out
+
+
+@pytest.mark.parametrize("rule", ["dga", "scalebio"])
+def test_recipe_three_online_steps_follow_the_rule_on_the_trainers_gradients(rule, tiny_model_dir, tmp_path,
+                                                                            gradients_seen):
+    out = tmp_path / rule
+    kwargs = {"target_domains": [2], "step_size": 20.0, **({"ema": 0.3} if rule == "dga" else {})}
+    trainer, _ = cli.sft_main(["--config", str(ROOT / f"recipes/tiny/{rule}.yaml"), "--model_name_or_path",
+                               tiny_model_dir, "--output_dir", str(out), "--max_steps", "3", "--eval_after_training",
+                               "false", "--domain_reweighting_kwargs", json.dumps(kwargs)])
+    summary = json.loads((out / "domain_weights.json").read_text())
+    assert summary["rule"] == rule and summary["num_updates"] == 3
+    names = trainer.domain_weights.domain_names
+    assert names == ["addition", "comparison", "reversal"]  # target index 2 = reversal
+    history = [h.tolist() for h in trainer.domain_weights.history]
+    assert len(history) == 4 and len(gradients_seen) == 3
+    for before, grads, after in zip(history, gradients_seen, history[1:]):
+        expected = (_dga_by_hand(before, grads.double().tolist(), [2], eta=20.0, beta=0.3, share=0.0)
+                    if rule == "dga" else _hand_scalebio(before, grads, 2, eta=20.0))
+        _close(after, expected, tol=1e-6)
+        assert after[2] == 0.0  # the target is never trained on ...
+    assert not torch.equal(trainer.domain_weights.history[-1], trainer.domain_weights.history[0])
+    # ... but, upweighted by 0, it stays in the batches, so its gradient row is fresh every step.
+    assert all(g[2].abs().sum() > 0 for g in gradients_seen)
+    assert not torch.equal(gradients_seen[0][2], gradients_seen[1][2])
+    ids = torch.tensor([0, 1, 2])
+    assert trainer.domain_weights.example_weights(ids)[2] == 0.0
+
+
+def test_missing_target_domains_fails_before_training(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="target_domains"):
+        cli.sft_main(["--config", str(ROOT / "recipes/tiny/dga.yaml"), "--model_name_or_path", tiny_model_dir,
+                      "--output_dir", str(tmp_path / "x"), "--domain_reweighting_kwargs", '{"step_size": 1.0}'])
