@@ -8,9 +8,10 @@ machine: they must get past data loading and stop with their clear "needs CUDA" 
 
 Excluded: `doremi.yaml` (both sizes) is the base recipe of `scripts/run_doremi.py`, which maps the DoReMi weights onto
 task-suite domains or `share_mixture` sources, so a single `--dataset_name` has nothing to reweight; its SFT stages
-are covered by tests/test_domain_reweighting.py. `iterative-dpo.yaml` (`scripts/iterate.py`) has no `dataset_name`
-of its own (its `generate` section has one, its `train` section names a DPO recipe): it is parsed and its sections
-resolved here, and the loop itself runs in tests/test_iterate.py. `generate-pairs.yaml` (`scripts/generate_pairs.py`)
+are covered by tests/test_domain_reweighting.py. The iterate recipes (`scripts/iterate.py`, a `rounds` field:
+`iterative-dpo.yaml`, `inpo.yaml`) have no `dataset_name` of their own (the `generate` section has one, the `train`
+section names a DPO recipe): `iterative-dpo.yaml` is parsed and its sections resolved here, `inpo.yaml` in
+tests/test_inpo.py, and the loop itself runs in tests/test_iterate.py. `generate-pairs.yaml` (`scripts/generate_pairs.py`)
 samples and scores on the user's prompts here.
 """
 
@@ -32,8 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "data"
 # doremi, group-dro, dga and scalebio reweight domains, which plain data has none of (group-dro runs in
 # test_domain_reweighting.py, dga and scalebio in test_domain_dga_scalebio.py).
+# Iterate recipes (a `rounds` field: iterative-dpo, inpo) are parsed below and in tests/test_inpo.py.
 RECIPES = sorted(p for p in ROOT.glob("recipes/*/*.yaml")
-                 if p.stem not in ("doremi", "group-dro", "dga", "scalebio", "iterative-dpo", "generate-pairs"))
+                 if p.stem not in ("doremi", "group-dro", "dga", "scalebio", "generate-pairs")
+                 and "rounds" not in (yaml.safe_load(p.read_text()) or {}))
 MAINS = {"dpo": cli.dpo_main, "kto": cli.kto_main, "sft": cli.sft_main, "grpo": cli.grpo_main,
          "reward": reward_main}
 LAYOUTS = {"dpo": "preference-standard", "kto": "unpaired", "sft": "sft-messages", "grpo": "prompts-standard",
