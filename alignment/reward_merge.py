@@ -237,8 +237,11 @@ def check_same_init(paths: Sequence[str], configs: Sequence[Any], *, allow_diffe
 
 
 def _check_inputs(paths: Sequence[str], output_dir: str, overwrite: bool) -> None:
-    resolved = [os.path.realpath(p) if os.path.exists(p) else p for p in paths]
-    duplicates = sorted({p for p in paths if resolved.count(os.path.realpath(p) if os.path.exists(p) else p) > 1})
+    def identity(path: str) -> str:  # a local directory by its real path (so ./a and a are one), a Hub id as is
+        return os.path.realpath(path) if os.path.exists(path) else path
+
+    resolved = [identity(p) for p in paths]
+    duplicates = sorted({p for p, r in zip(paths, resolved) if resolved.count(r) > 1})
     if duplicates:
         raise ValueError(f"Checkpoint(s) {duplicates} listed more than once; give each member once (use --weights to "
                          "weight one more).")
@@ -248,8 +251,7 @@ def _check_inputs(paths: Sequence[str], output_dir: str, overwrite: bool) -> Non
                     "reward recipe writes the merged model to a subfolder)."
                     if os.path.isfile(os.path.join(path, "adapter_config.json")) else "")
             raise ValueError(f"Checkpoint {path} has no config.json: not a full reward-model checkpoint.{hint}")
-    out = os.path.realpath(output_dir)
-    if out in {os.path.realpath(p) for p in paths if os.path.exists(p)}:
+    if identity(output_dir) in resolved:
         raise ValueError(f"--output_dir {output_dir} is one of the checkpoints; write the merge elsewhere.")
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
         raise ValueError(f"--output_dir {output_dir} exists and is not empty; pass --overwrite or another directory.")

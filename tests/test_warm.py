@@ -215,6 +215,10 @@ def test_refuses_bad_inputs_before_loading(members, tmp_path):
         merge_reward_models(members["paths"][:1], out)
     with pytest.raises(ValueError, match="more than once"):
         merge_reward_models([members["paths"][0], members["paths"][0]], out)
+    with pytest.raises(ValueError, match="more than once"):  # the same directory by another spelling
+        merge_reward_models([members["paths"][0], members["paths"][0] + "/."], out)
+    with pytest.raises(ValueError, match="is one of the checkpoints"):
+        merge_reward_models(members["paths"][:2], members["paths"][1], overwrite=True)
     with pytest.raises(ValueError, match="is not a reward model: num_labels=2"):
         from transformers import AutoConfig
 
