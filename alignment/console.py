@@ -1,6 +1,6 @@
 """Console scripts (`alignment-dpo`, `-kto`, `-sft`, `-grpo`, `-reward`, `-doremi`, `-generate`, `-iterate`,
-`-annotate-margins`, `-prepare-model`, `-plot`), the `alignment <step>` / `alignment launch` / `alignment list` command, and
-`python -m alignment.<step>`: one table of steps, one way to run each.
+`-annotate-margins`, `-prepare-model`, `-warm`, `-plot`), the `alignment <step>` / `alignment launch` /
+`alignment list` command, and `python -m alignment.<step>`: one table of steps, one way to run each.
 
 Every step:
 - warns once about an untested TRL/transformers/torch/... version (`alignment.versions`);
@@ -56,6 +56,7 @@ STEPS = {
     "doremi": Step("alignment.doremi:run_doremi", "two-stage DoReMi domain weights for a data mixture"),
     "annotate-margins": Step("alignment.reward_cli:main", "reward-model margins on preference pairs (for MADPO)"),
     "prepare-model": Step("alignment.prepare_model:main", "convert the embedded SmolLM2 model into a checkpoint"),
+    "warm": Step("alignment.reward_merge:main", "WARM: average reward models trained from one init into one"),
 }
 
 
@@ -233,6 +234,10 @@ def annotate_margins() -> int | None:
 
 def prepare_model() -> int | None:
     return run_step("prepare-model")
+
+
+def warm() -> int | None:
+    return run_step("warm")
 
 
 def plot() -> None:

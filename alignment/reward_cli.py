@@ -192,6 +192,10 @@ def reward_main(argv=None):
     )
 
     model, tokenizer, model_path = load_reward_model_and_tokenizer(model_args, script_args, training_args)
+    # WARM: `alignment-warm` refuses members whose recorded inits (SFT weights + score head) differ.
+    from .reward_merge import record_init_fingerprint
+
+    record_init_fingerprint(model)
     data = normalize_layouts(load_recipe_datasets(script_args, mixture_args, fmt="preference"), "preference")
     train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
     eval_dataset = data.get(script_args.dataset_test_split)
