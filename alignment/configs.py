@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, fields
 
 from trl import DPOConfig, GRPOConfig, ScriptArguments, SFTConfig
 
 from .advantages import resolve_loss_type
+from .recipe_values import as_list, as_mapping, parse_mapping_text
 
 
 # Command-line spellings that unset a list field (`--task_domains none` would otherwise give ['none']).
@@ -22,11 +22,6 @@ def unset_task_domains(value):
     if isinstance(value, (list, tuple)) and all(str(v).strip().lower() in UNSET_WORDS for v in value):
         return None
     return value
-
-
-def as_mapping(value) -> dict:
-    """A recipe's mapping field as a dict: YAML gives a mapping, the command line a JSON string, unset is None."""
-    return dict(json.loads(value) if isinstance(value, str) else value or {})
 
 
 @dataclass
@@ -143,8 +138,7 @@ class AlignmentScriptArguments(ScriptArguments):
         check_hub_license(self.hub_license)
 
         self.eval_reward_kwargs = as_mapping(self.eval_reward_kwargs)
-        if isinstance(self.eval_reward_funcs, str):
-            self.eval_reward_funcs = [self.eval_reward_funcs]
+        self.eval_reward_funcs = as_list(self.eval_reward_funcs)
 
         check_label_noise(self.task_label_noise)
         if self.task_answer_style not in ("final", "worked"):
@@ -408,8 +402,8 @@ class DomainReweightingArguments:
     def __post_init__(self):
         for name in ("domain_reweighting_kwargs", "domain_initial_weights", "domain_reference_losses"):
             value = getattr(self, name)
-            if isinstance(value, str) and value.lstrip().startswith("{"):
-                setattr(self, name, json.loads(value))
+            if isinstance(value, str) and value.lstrip().startswith("{"):  # a file path stays a path (load_mapping)
+                setattr(self, name, parse_mapping_text(value, field_name=name))
         self.domain_reweighting_kwargs = dict(self.domain_reweighting_kwargs or {})
         if self.domain_reweighting_mode not in ("upweight", "upsample"):
             raise ValueError(
@@ -677,8 +671,7 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
     def __post_init__(self):
         for name in ("advantage_kwargs", "reward_kwargs", "reward_weighting_kwargs"):
             setattr(self, name, as_mapping(getattr(self, name)))
-        if isinstance(self.reward_funcs, str):
-            self.reward_funcs = [self.reward_funcs]
+        self.reward_funcs = as_list(self.reward_funcs)
         self.loss_type = resolve_loss_type(self.advantage_estimator, self.loss_type, default=_TRL_GRPO_LOSS_TYPE)
         from .reward_sources import check_reward_sources
 

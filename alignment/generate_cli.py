@@ -18,6 +18,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .recipe_values import as_list, as_mapping
+
 logger = logging.getLogger("alignment")
 
 
@@ -73,12 +75,10 @@ class PairGenerationArguments:
         default=0.9, metadata={"help": "With `use_vllm`: the share of GPU memory vLLM may take (its own setting)."})
 
     def __post_init__(self):
-        from .configs import as_mapping
         from .pair_generation import STRATEGIES
 
         self.reward_kwargs = as_mapping(self.reward_kwargs)
-        if isinstance(self.reward_funcs, str):
-            self.reward_funcs = [self.reward_funcs]
+        self.reward_funcs = as_list(self.reward_funcs)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, got {self.strategy!r}.")
         if self.num_samples < 2:

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from .recipe_values import as_mapping
+
 logger = logging.getLogger("alignment")
 
 # Paths the driver owns: a recipe that sets them in a section would be silently overridden, so it is refused.
@@ -57,8 +59,6 @@ class IterativeArguments:
         metadata={"help": "Fields of a `scripts/run_dpo.py` recipe; `config: <recipe.yaml>` starts from that recipe."})
 
     def __post_init__(self):
-        from .configs import as_mapping
-
         for name in ("generate", "train"):
             setattr(self, name, as_mapping(getattr(self, name)))
         if self.rounds < 1:

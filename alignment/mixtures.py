@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
+from .recipe_values import parse_mapping_text
+
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
@@ -308,12 +310,10 @@ def parse_mixture_sections(*, share_mixture, dataset_mixture):
     it: it was this toolkit's name for `share_mixture` before the handbook's schema was accepted, and its weights
     mean something else there (share of the mixture vs fraction of the dataset kept).
     """
-    import json
-
     from .configs import HandbookMixtureConfig, HandbookMixtureSource, ShareMixtureConfig
 
-    share_mixture = json.loads(share_mixture) if isinstance(share_mixture, str) else share_mixture
-    dataset_mixture = json.loads(dataset_mixture) if isinstance(dataset_mixture, str) else dataset_mixture
+    share_mixture = parse_mapping_text(share_mixture, field_name="share_mixture")
+    dataset_mixture = parse_mapping_text(dataset_mixture, field_name="dataset_mixture")
     if isinstance(share_mixture, dict):
         share_mixture = ShareMixtureConfig(**share_mixture)
     if isinstance(dataset_mixture, dict):
