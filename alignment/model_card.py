@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .data import TASK_SUITE  # the constant only: `alignment.data` imports its modules lazily
+
 __all__ = [
     "HUB_LICENSES",
     "METHOD_FAMILIES",
@@ -59,7 +61,6 @@ _FRAMEWORKS = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 _DOMAIN_ACCURACY_RE = re.compile(r"^(?:eval[/_])?accuracy/(?P<domain>[^/]+)$")
 # Trainer bookkeeping among `evaluate()`'s metrics: not results of the model.
 _NOT_A_METRIC = re.compile(r"(^(eval_)?epoch$|_runtime$|_per_second$)")
-_TASK_SUITE = "task-suite"  # `alignment.data_loading.TASK_SUITE`, spelled out to keep this import-light
 # Extensions that make a `dataset_name` a local file even when the file is not there any more.
 _DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".tsv")
 
@@ -215,11 +216,11 @@ def _recipe_dataset_sources(recipe: Mapping[str, Any]) -> list[str]:
 
 def hub_dataset_ids(sources: Sequence[str]) -> list[str]:
     """The entries of ``sources`` that are Hub dataset ids (not `task-suite`, not a local path or file)."""
-    return [s for s in dict.fromkeys(sources) if s != _TASK_SUITE and not _is_local_data(s)]
+    return [s for s in dict.fromkeys(sources) if s != TASK_SUITE and not _is_local_data(s)]
 
 
 def _describe_dataset(source: str, recipe: Mapping[str, Any]) -> str:
-    if source == _TASK_SUITE:
+    if source == TASK_SUITE:
         domains = recipe.get("task_domains")
         which = f"domains: {', '.join(map(str, domains))}" if domains else "all domains"
         return (f"the toolkit's embedded verifiable task suite (`task-suite`, {which}): generated locally, not a Hub "
@@ -334,8 +335,8 @@ def _eval_dataset(sources: Sequence[str]) -> tuple[str, str]:
     if len(sources) != 1:
         return "mixture", f"held-out split of a mixture of {len(sources)} datasets"
     source = sources[0]
-    if source == _TASK_SUITE:
-        return _TASK_SUITE, "alignment task suite (held-out split)"
+    if source == TASK_SUITE:
+        return TASK_SUITE, "alignment task suite (held-out split)"
     if hub_dataset_ids([source]):
         return source, source
     name = Path(source.rstrip("/")).name or "local-data"
