@@ -13,14 +13,8 @@ from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig
 from .data_layouts import is_trainable_split, normalize_layouts
 from .data_loading import load_recipe_datasets, split_or_fail
 from .evaluation import evaluate_answers, prepare_evaluation
-from .script_utils import (
-    answer_eval_dataset,
-    evaluate_trained_model,
-    finalize_run,
-    load_model_and_tokenizer,
-    start_run,
-    train_and_save,
-)
+from .model_loading import load_model_and_tokenizer
+from .script_utils import answer_eval_dataset, evaluate_trained_model, finalize_run, start_run, train_and_save
 from .trainers import PreferenceTrainer
 from .trainers.group_rl import GroupRLTrainer
 from .trainers.sft import DomainSFTTrainer

@@ -109,7 +109,8 @@ def generate_main(argv: list[str] | None = None) -> dict:
     from .data_loading import load_recipe_datasets, scope_task_suite_fields, split_or_fail
     from .models import resolve_model_name_or_path
     from .pair_generation import build_pairs, sample_completions, sample_completions_vllm, score_completions
-    from .script_utils import load_tokenizer, parse_recipe
+    from .model_loading import load_tokenizer
+    from .script_utils import parse_recipe
     from .reward_sources import RewardModelReward, check_reward_sources, resolve_rewards
 
     args, *_, recipe = parse_recipe((PairGenerationArguments,), argv)  # (args, [the parser's leftovers,] recipe)

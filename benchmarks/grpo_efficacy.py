@@ -98,7 +98,7 @@ def run_method(name: str, opts, train, test) -> dict:
 
     from alignment.configs import GroupRLConfig
     from alignment.models import resolve_model_name_or_path
-    from alignment.script_utils import load_tokenizer
+    from alignment.model_loading import load_tokenizer
     from alignment.trainers.group_rl import GroupRLTrainer
 
     path = resolve_model_name_or_path(opts.model)

@@ -87,7 +87,7 @@ def run_trl_dpo(opts, pairs_dir: Path, model_path: str, test) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from alignment.script_utils import load_tokenizer
+    from alignment.model_loading import load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
 
     from alignment.generate_cli import generate_main
     from alignment.models import resolve_model_name_or_path
-    from alignment.script_utils import load_tokenizer
+    from alignment.model_loading import load_tokenizer
 
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,8 @@ def test_merge_option_pushes_base_plus_adapter(fake_hub, tiny_model_dir, tmp_pat
 
 def test_lora_sft_and_reward_save_adapters_and_merge(tiny_model_dir, tmp_path):
     from alignment.cli import sft_main
-    from alignment.reward_cli import load_reward_model, reward_main
+    from alignment.reward_cli import reward_main
+    from alignment.reward_model import load_reward_model
 
     sft_out = tmp_path / "sft"
     sft_main(["--config", "recipes/tiny/sft.yaml", "--model_name_or_path", tiny_model_dir, "--output_dir",

@@ -184,7 +184,7 @@ def test_annotate_reads_a_single_file(pipeline, tmp_path):
 
 
 def test_annotate_rejects_a_model_that_is_not_a_reward_model(tiny_model_dir):
-    from alignment.reward_cli import load_reward_model
+    from alignment.reward_model import load_reward_model
 
     with pytest.raises(ValueError, match="num_labels"):
         load_reward_model(tiny_model_dir)
