@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from trl import DPOConfig, GRPOConfig, ScriptArguments, SFTConfig
 
 from .advantages import resolve_loss_type
+from .data.tasks import check_label_noise
+from .masks import check_sparse_settings
 from .mixture_config import (  # noqa: F401  (the mixture sections stay importable from the recipe dataclasses)
     HandbookMixtureConfig,
     HandbookMixtureSource,
@@ -15,7 +17,9 @@ from .mixture_config import (  # noqa: F401  (the mixture sections stay importab
     ShareMixtureConfig,
     parse_mixture_sections,
 )
+from .model_card import check_hub_license
 from .recipe_values import as_list, as_mapping, parse_mapping_text
+from .reward_sources import check_reward_sources
 
 
 # Command-line spellings that unset a list field (`--task_domains none` would otherwise give ['none']).
@@ -139,9 +143,6 @@ class AlignmentScriptArguments(ScriptArguments):
     )
 
     def __post_init__(self):
-        from .data.tasks import check_label_noise
-        from .model_card import check_hub_license
-
         check_hub_license(self.hub_license)
 
         self.eval_reward_kwargs = as_mapping(self.eval_reward_kwargs)
@@ -370,8 +371,6 @@ class PreferenceConfig(DomainReweightingArguments, DPOConfig):
     def __post_init__(self):
         self.loss_kwargs = as_mapping(self.loss_kwargs)
         self.token_weighting_kwargs = as_mapping(self.token_weighting_kwargs)
-        from .trainers.sparsepo import check_sparse_settings
-
         check_sparse_settings(mask=self.sparsepo_mask, dropout=self.sparsepo_mask_dropout,
                               mask_weight_decay=self.mask_weight_decay,
                               mapo_activations=self.sparsepo_mapo_activations)
@@ -516,7 +515,6 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             setattr(self, name, as_mapping(getattr(self, name)))
         self.reward_funcs = as_list(self.reward_funcs)
         self.loss_type = resolve_loss_type(self.advantage_estimator, self.loss_type, default=_TRL_GRPO_LOSS_TYPE)
-        from .reward_sources import check_reward_sources
 
         check_reward_sources(self.reward_funcs, self.reward_kwargs)  # a bad reward fails before any model loads
         super().__post_init__()

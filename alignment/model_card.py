@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .citations import TRL_CITATION, citations_for
 from .data import TASK_SUITE  # the constant only: `alignment.data` imports its modules lazily
+from .models import EMBEDDED_MODELS, read_marker
+from .redaction import redact
 
 __all__ = [
     "HUB_LICENSES",
@@ -122,6 +125,8 @@ _GROUP_RL = re.compile(r"^group-rl \((?P<name>[^)]+)\)$")
 
 def _registry_summaries(registry: str | None) -> dict[str, str]:
     """name -> the first line of its docstring, for the preference losses or the advantage estimators."""
+    # Lazy: importing a registry imports every loss / estimator module, which only a card needs; the recipe
+    # dataclasses import this module for `check_hub_license` at every parse.
     if registry == "loss":
         from .losses.registry import _PREFERENCE_LOSSES
 
@@ -178,8 +183,6 @@ def resolve_base_model(name_or_path: str | None) -> tuple[str | None, str | None
     marker names the alias), is the Hub model the GGUF was made from, with its license. A Hub id is itself (license
     unknown here). Any other local directory has no Hub id: only the body mentions it.
     """
-    from .models import EMBEDDED_MODELS, read_marker
-
     if not name_or_path:
         return None, None, None
     name = str(name_or_path)
@@ -513,9 +516,6 @@ def render_model_card(
     """
     import yaml
     from huggingface_hub import ModelCard, ModelCardData
-
-    from .citations import TRL_CITATION, citations_for
-    from .redaction import redact
 
     check_hub_license(license, "license")
     family_key, names = describe_method(method)
