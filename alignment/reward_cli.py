@@ -21,6 +21,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from trl import RewardConfig, RewardTrainer
+
+from .cli import run_recipe
 from .data import TASK_SUITE, load_task_suite
 from .data.worked import with_worked_answers
 from .data_sources import load_source
@@ -62,31 +65,8 @@ def pairwise_summary(dataset, chosen: list[float], rejected: list[float]) -> dic
 # ------------------------------------------------------------------------------------------------- reward training
 
 
-def reward_main(argv=None):
-    """Train a Bradley-Terry reward model from a recipe (`RewardConfig` + `ModelConfig` + our script arguments).
-
-    Data: any preference dataset (`prompt`/`chosen`/`rejected`), e.g. `dataset_name: task-suite` (with an optional
-    `task_label_noise` tier on the train split). Saves the model and tokenizer to `output_dir`, and writes the
-    held-out pairwise accuracy to `eval_results.json` (`preference.eval_pairwise_accuracy`, per domain under
-    `reward.pairwise_accuracy`). Returns `(trainer, results)`.
-    """
-    from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, RewardTrainer
-
-    from .adapters import merged_output
-    from .configs import AlignmentScriptArguments
-    from .data_layouts import normalize_layouts
-    from .data_loading import load_recipe_datasets, split_or_fail
-    from .script_utils import finalize_run, start_run, train_and_save
-
-    # Seeds before loading: the new `score` head is randomly initialised.
-    script_args, training_args, model_args, mixture_args, recipe, state = start_run(
-        (AlignmentScriptArguments, RewardConfig, ModelConfig, DatasetMixtureConfig), argv
-    )
-
-    model, tokenizer, model_path = load_reward_model_and_tokenizer(model_args, script_args, training_args)
-    data = normalize_layouts(load_recipe_datasets(script_args, mixture_args, fmt="preference"), "preference")
-    train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
-    eval_dataset = data.get(script_args.dataset_test_split)
+def _check_reward_splits(train_dataset, eval_dataset) -> None:
+    """Pairs in both splits, a finite `margin` if any, and a warning that TRL's loss uses that margin."""
     for name, dataset in (("train", train_dataset), ("test", eval_dataset)):
         if dataset is not None and hasattr(dataset, "column_names"):
             check_pair_columns(dataset, name)
@@ -96,36 +76,38 @@ def reward_main(argv=None):
         logger.warning("The training data has a `margin` column: TRL's RewardTrainer subtracts it inside the "
                        "Bradley-Terry loss (-log sigma(r_c - r_r - margin)). Drop the column if that is not intended.")
 
-    trainer, push_to_hub, hub_token = train_and_save(
-        RewardTrainer, model=model, tokenizer=tokenizer, training_args=training_args, model_args=model_args,
-        train_dataset=train_dataset, eval_dataset=eval_dataset,
-    )
 
-    results: dict[str, Any] = {}
-    if eval_dataset is not None:
-        results["preference"] = dict(trainer.evaluate())
-    if trainer.accelerator.is_main_process:
-        if eval_dataset is not None:
-            # Exact pair counts (TRL's `eval_accuracy` averages per-batch means and drops pairs over `max_length`).
-            scorer = trainer.accelerator.unwrap_model(trainer.model)
-            chosen, rejected = score_pairs(scorer, tokenizer, eval_dataset, training_args.per_device_eval_batch_size,
-                                           desc="Held-out pairwise accuracy")
-            summary = pairwise_summary(eval_dataset, chosen, rejected)
-            results["reward"] = summary
-            results["preference"]["eval_pairwise_accuracy"] = summary["pairwise_accuracy"]["all"]
-            results["preference"]["eval_mean_margin"] = summary["mean_margin"]["all"]
-            print("Held-out pairwise accuracy (r(chosen) > r(rejected)): "
-                  + ", ".join(f"{d}={100 * a:.1f}%" for d, a in summary["pairwise_accuracy"].items()))
-        results["world_size"] = trainer.accelerator.num_processes
-        finalize_run(
-            output_dir=training_args.output_dir, method="reward", base_model=model_path, recipe=recipe,
-            results=results, push_to_hub=push_to_hub, hub_model_id=training_args.hub_model_id,
-            datasets=[script_args.dataset_name] if script_args.dataset_name else None,
-            hub_private=training_args.hub_private_repo, hub_token=hub_token, license=script_args.hub_license,
-            merged_dir=merged_output(trainer, script_args, tokenizer, model_path, training_args.output_dir),
-        )
-    trainer.accelerator.wait_for_everyone()
-    return trainer, results
+def _pairwise_accuracy(trainer, tokenizer, eval_dataset, training_args, results: dict) -> None:
+    """Exact held-out pair counts into ``results`` (TRL's `eval_accuracy` averages per-batch means and drops pairs
+    over `max_length`)."""
+    scorer = trainer.accelerator.unwrap_model(trainer.model)
+    chosen, rejected = score_pairs(scorer, tokenizer, eval_dataset, training_args.per_device_eval_batch_size,
+                                   desc="Held-out pairwise accuracy")
+    summary = pairwise_summary(eval_dataset, chosen, rejected)
+    results["reward"] = summary
+    results.setdefault("preference", {})["eval_pairwise_accuracy"] = summary["pairwise_accuracy"]["all"]
+    results["preference"]["eval_mean_margin"] = summary["mean_margin"]["all"]
+    print("Held-out pairwise accuracy (r(chosen) > r(rejected)): "
+          + ", ".join(f"{d}={100 * a:.1f}%" for d, a in summary["pairwise_accuracy"].items()))
+
+
+def reward_main(argv=None):
+    """Train a Bradley-Terry reward model from a recipe (`RewardConfig` + `ModelConfig` + our script arguments).
+
+    Data: any preference dataset (`prompt`/`chosen`/`rejected`), e.g. `dataset_name: task-suite` (with an optional
+    `task_label_noise` tier on the train split). Saves the model and tokenizer to `output_dir`, and writes the
+    held-out pairwise accuracy to `eval_results.json` (`preference.eval_pairwise_accuracy`, per domain under
+    `reward.pairwise_accuracy`). Returns `(trainer, results)`. The shared recipe runner (`alignment.cli.run_recipe`)
+    does the rest, as for every other step.
+    """
+    return run_recipe(
+        argv, RewardConfig, RewardTrainer, "preference", lambda args: "reward", eval_during_training_only=False,
+        # Looked up per call, so a test can replace it on this module; the model first: its new `score` head is
+        # drawn right after the seed is set.
+        load_model=lambda *args: load_reward_model_and_tokenizer(*args), model_before_data=True,
+        check_splits=_check_reward_splits, answer_evaluation=False,  # a classifier does not generate answers
+        evaluate_held_out=_pairwise_accuracy,
+    )
 
 
 # -------------------------------------------------------------------------------------------------- annotation
