@@ -28,7 +28,7 @@ from typing import Any
 
 from .citations import TRL_CITATION, citations_for
 from .data import TASK_SUITE  # the constant only: `alignment.data` imports its modules lazily
-from .models import EMBEDDED_MODELS, read_marker
+from .modeling.models import EMBEDDED_MODELS, read_marker
 from .redaction import redact
 
 __all__ = [
@@ -119,7 +119,7 @@ METHOD_FAMILIES: dict[str, MethodFamily] = {
         "does not generate.",
     ),
 }
-# `alignment.cli` names a group-RL run `group-rl (<advantage estimator>)`.
+# `alignment.commands.cli` names a group-RL run `group-rl (<advantage estimator>)`.
 _GROUP_RL = re.compile(r"^group-rl \((?P<name>[^)]+)\)$")
 
 

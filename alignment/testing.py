@@ -1,6 +1,6 @@
 """Test helpers: tiny, fully offline models for tests and smoke runs, example batches and trainer arguments.
 
-Unit tests must not touch the Hub, so the models they train are the tiny random Llama of `alignment.tiny_model`
+Unit tests must not touch the Hub, so the models they train are the tiny random Llama of `alignment.modeling.tiny_model`
 (re-exported here; the library builds it there, never from this module).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tiny_model import SPECIAL_TOKENS, build_tiny_model, build_tiny_tokenizer, save_tiny_model  # noqa: F401
+from .modeling.tiny_model import SPECIAL_TOKENS, build_tiny_model, build_tiny_tokenizer, save_tiny_model  # noqa: F401
 
 
 def example_preference_batch(**extras):

@@ -16,7 +16,7 @@ from datasets import Dataset, DatasetDict
 
 from alignment import cli
 from alignment.data_layouts import normalize_split
-from alignment.reward_cli import reward_main
+from alignment.commands.reward_cli import reward_main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "data"

@@ -400,7 +400,7 @@ def test_doremi_script_end_to_end_writes_a_mixture_fragment_that_loads(tiny_mode
     import yaml
 
     from alignment.configs import ShareMixtureConfig
-    from alignment.doremi import run_doremi
+    from alignment.commands.doremi import run_doremi
     from alignment.mixtures import load_share_mixture, realized_shares
 
     out = tmp_path / "doremi"

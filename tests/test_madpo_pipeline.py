@@ -184,7 +184,7 @@ def test_annotate_reads_a_single_file(pipeline, tmp_path):
 
 
 def test_annotate_rejects_a_model_that_is_not_a_reward_model(tiny_model_dir):
-    from alignment.reward_model import load_reward_model
+    from alignment.modeling.reward_model import load_reward_model
 
     with pytest.raises(ValueError, match="num_labels"):
         load_reward_model(tiny_model_dir)
@@ -193,7 +193,7 @@ def test_annotate_rejects_a_model_that_is_not_a_reward_model(tiny_model_dir):
 def test_smollm2_reward_recipe_parses():
     from trl import DatasetMixtureConfig, ModelConfig, RewardConfig
 
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     script_args, training_args, model_args, _, _ = parse_recipe(
         (AlignmentScriptArguments, RewardConfig, ModelConfig, DatasetMixtureConfig),

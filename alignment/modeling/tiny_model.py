@@ -1,6 +1,6 @@
 """A tiny random Llama and its tokenizer, built fully offline from a config.
 
-The library's `tiny-random-llama` alias (`alignment.models.prepare_tiny_random_model`) and the test helpers
+The library's `tiny-random-llama` alias (`alignment.modeling.models.prepare_tiny_random_model`) and the test helpers
 (`alignment.testing`) both build it here: random weights and a byte-level BPE tokenizer trained on a small built-in
 corpus by `tokenizers`. Both are deterministic: the same seed gives the same weights and the same vocabulary on every
 machine.

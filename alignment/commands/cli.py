@@ -2,23 +2,23 @@
 
 Each reads a YAML recipe with TRL's parser (`--config recipe.yaml`, CLI overrides), trains, evaluates, saves, and
 pushes if asked. They return `(trainer, results)` so tests can inspect a run. `run_recipe` is the one runner behind
-them and behind reward-model training (`alignment.reward_cli.reward_main`).
+them and behind reward-model training (`alignment.commands.reward_cli.reward_main`).
 """
 
 import logging
 
 from trl import DatasetMixtureConfig, ModelConfig
 
-from .adapters import merged_output
-from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, PreferenceConfig
-from .data_layouts import is_trainable_split, normalize_layouts
-from .data_loading import load_recipe_datasets, split_or_fail
-from .evaluation import evaluate_answers, prepare_evaluation
-from .model_loading import load_model_and_tokenizer
+from ..configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, PreferenceConfig
+from ..data_layouts import is_trainable_split, normalize_layouts
+from ..data_loading import load_recipe_datasets, split_or_fail
+from ..evaluation import evaluate_answers, prepare_evaluation
+from ..modeling.adapters import merged_output
+from ..modeling.model_loading import load_model_and_tokenizer
+from ..trainers import PreferenceTrainer
+from ..trainers.group_rl import GroupRLTrainer
+from ..trainers.sft import DomainSFTTrainer
 from .script_utils import answer_eval_dataset, evaluate_trained_model, finalize_run, start_run, train_and_save
-from .trainers import PreferenceTrainer
-from .trainers.group_rl import GroupRLTrainer
-from .trainers.sft import DomainSFTTrainer
 
 logger = logging.getLogger("alignment")
 

@@ -18,7 +18,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .recipe_values import as_list, as_mapping
+from ..recipe_values import as_list, as_mapping
 
 logger = logging.getLogger("alignment")
 
@@ -75,7 +75,7 @@ class PairGenerationArguments:
         default=0.9, metadata={"help": "With `use_vllm`: the share of GPU memory vLLM may take (its own setting)."})
 
     def __post_init__(self):
-        from .pair_generation import STRATEGIES
+        from ..pair_generation import STRATEGIES
 
         self.reward_kwargs = as_mapping(self.reward_kwargs)
         self.reward_funcs = as_list(self.reward_funcs)
@@ -105,13 +105,13 @@ def generate_main(argv: list[str] | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .data_layouts import normalize_layouts
-    from .data_loading import load_recipe_datasets, scope_task_suite_fields, split_or_fail
-    from .models import resolve_model_name_or_path
-    from .pair_generation import build_pairs, sample_completions, sample_completions_vllm, score_completions
-    from .model_loading import load_tokenizer
+    from ..data_layouts import normalize_layouts
+    from ..data_loading import load_recipe_datasets, scope_task_suite_fields, split_or_fail
+    from ..modeling.model_loading import load_tokenizer
+    from ..modeling.models import resolve_model_name_or_path
+    from ..pair_generation import build_pairs, sample_completions, sample_completions_vllm, score_completions
+    from ..reward_sources import RewardModelReward, check_reward_sources, resolve_rewards
     from .script_utils import parse_recipe
-    from .reward_sources import RewardModelReward, check_reward_sources, resolve_rewards
 
     args, *_, recipe = parse_recipe((PairGenerationArguments,), argv)  # (args, [the parser's leftovers,] recipe)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

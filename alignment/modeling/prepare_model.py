@@ -15,7 +15,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Converting a file on disk needs no Hub; set before transformers is imported by `alignment.models`.
+    # Converting a file on disk needs no Hub; set before transformers is imported by `alignment.modeling.models`.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     from .models import DEFAULT_EMBEDDED_MODEL, EMBEDDED_MODELS, EmbeddedModelNotFoundError, prepare_embedded_model
@@ -42,6 +42,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from alignment.console import run_step
+    from alignment.commands.console import run_step
 
     sys.exit(run_step("prepare-model"))

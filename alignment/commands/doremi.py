@@ -79,7 +79,7 @@ def run_doremi(argv: list[str] | None = None) -> dict[str, Any]:
     header = (f"# DoReMi domain weights: average over {summary['num_updates']} proxy steps (eta={args.eta}, "
               f"eps={args.eps}, {args.mode}), from {args.config}\n")
     (out / "share_mixture.yaml").write_text(header + yaml.safe_dump(fragment, sort_keys=False))
-    from .redaction import is_secret_key, redact
+    from ..redaction import is_secret_key, redact
 
     # A recipe to run, not a record: a masked `hub_token` would be sent as the token, so secrets are left out.
     main = redact({k: v for k, v in recipe.items() if k not in _DATA_FIELDS and not is_secret_key(k)})
@@ -123,6 +123,6 @@ def mixture_fragment(recipe: dict[str, Any], weights: dict[str, float]) -> dict[
 if __name__ == "__main__":  # `python -m alignment.doremi`, the same as `alignment-doremi`
     import sys
 
-    from alignment.console import run_step
+    from alignment.commands.console import run_step
 
     sys.exit(run_step("doremi"))

@@ -1,5 +1,5 @@
 """LoRA / QLoRA runs: merging a trained adapter into its base model (the start-up checks on quantized loading are in
-`alignment.model_loading`).
+`alignment.modeling.model_loading`).
 
 A recipe with `use_peft: true` trains LoRA adapters (TRL's `ModelConfig` fields `lora_r`, `lora_alpha`,
 `lora_target_modules`, ...); the Trainer then saves only the adapter (`adapter_config.json` +

@@ -12,18 +12,18 @@ from typing import Any
 import torch
 import yaml
 
-from .adapters import MERGED_SUBDIR, is_adapter_dir
-from .data import load_task_suite
-from .data_loading import limit_rows_per_domain, scope_task_suite_fields
-from .evaluation import evaluate_answers, format_accuracy_table, write_eval_results
-from .hub import push_folder_to_hub, validate_hub_model_id, write_model_card
-from .model_loading import zero3_init_disabled
+from ..data import load_task_suite
+from ..data_loading import limit_rows_per_domain, scope_task_suite_fields
+from ..evaluation import evaluate_answers, format_accuracy_table, write_eval_results
+from ..modeling.adapters import MERGED_SUBDIR, is_adapter_dir
+from ..modeling.hub import push_folder_to_hub, validate_hub_model_id, write_model_card
+from ..modeling.model_loading import zero3_init_disabled
+from ..plots import drop_missing_reporters, plot_run
+from ..preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
+from ..redaction import detach_hub_token, redact
+from ..resume import newest_complete_checkpoint
+from ..trainers.finite_guard import NonFiniteGuard
 from .packaged import with_resolved_config
-from .plots import drop_missing_reporters, plot_run
-from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
-from .redaction import detach_hub_token, redact
-from .resume import newest_complete_checkpoint
-from .trainers.finite_guard import NonFiniteGuard
 
 logger = logging.getLogger("alignment")
 
@@ -45,7 +45,7 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     """
     from trl import TrlParser
 
-    # `--config smollm2-135m/dpo` names a packaged recipe when no such file exists (see `alignment.packaged`)
+    # `--config smollm2-135m/dpo` names a packaged recipe when no such file exists (see `alignment.commands.packaged`)
     argv = with_resolved_config(sys.argv[1:] if argv is None else argv)
     parser = TrlParser(dataclass_types)
     if not torch.cuda.is_available():

@@ -9,7 +9,7 @@ The MADPO pipeline (see `alignment.losses.madpo`) is three steps:
 3. `dpo_main` with `loss_type: madpo` and `dataset_name: <that directory>` trains on the annotated pairs.
 
 Loading a reward model and scoring pairs with it (on the token ids `RewardTrainer` trains on) is
-`alignment.reward_model`.
+`alignment.modeling.reward_model`.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from typing import Any
 
 from trl import RewardConfig, RewardTrainer
 
+from ..data import TASK_SUITE, load_task_suite
+from ..data.worked import with_worked_answers
+from ..data_sources import load_source
 from .cli import run_recipe
-from .data import TASK_SUITE, load_task_suite
-from .data.worked import with_worked_answers
-from .data_sources import load_source
-from .reward_model import (
+from ..modeling.reward_model import (
     check_pair_columns,
     load_reward_model,
     load_reward_model_and_tokenizer,
     score_pairs,
 )
-from .trainers.validation import check_finite_column
+from ..trainers.validation import check_finite_column
 
 logger = logging.getLogger("alignment")
 
@@ -97,7 +97,7 @@ def reward_main(argv=None):
     Data: any preference dataset (`prompt`/`chosen`/`rejected`), e.g. `dataset_name: task-suite` (with an optional
     `task_label_noise` tier on the train split). Saves the model and tokenizer to `output_dir`, and writes the
     held-out pairwise accuracy to `eval_results.json` (`preference.eval_pairwise_accuracy`, per domain under
-    `reward.pairwise_accuracy`). Returns `(trainer, results)`. The shared recipe runner (`alignment.cli.run_recipe`)
+    `reward.pairwise_accuracy`). Returns `(trainer, results)`. The shared recipe runner (`alignment.commands.cli.run_recipe`)
     does the rest, as for every other step.
     """
     return run_recipe(

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from .recipe_values import as_mapping
+from ..recipe_values import as_mapping
 
 logger = logging.getLogger("alignment")
 
@@ -91,9 +91,9 @@ def _finished(model_dir: Path) -> bool:
 
 def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every round; returns the records written to `iterations.json`."""
+    from ..plots import plot_iterations
     from .cli import dpo_main
     from .generate_cli import generate_main
-    from .plots import plot_iterations
     from .script_utils import parse_recipe
 
     args, *_ = parse_recipe((IterativeArguments,), argv)
