@@ -1,4 +1,5 @@
-"""`python -m alignment.annotate_margins [options]`, the same as `alignment-annotate-margins` (`alignment.commands.console`)."""
+"""`python -m alignment.annotate_margins [options]`, the same as `alignment-annotate-margins`
+(`alignment.commands.console`)."""
 
 if __name__ == "__main__":
     import sys

@@ -1,4 +1,5 @@
-"""`python -m alignment.generate [--config RECIPE ...]`, the same as `alignment-generate` (see `alignment.commands.console`)."""
+"""`python -m alignment.generate [--config RECIPE ...]`, the same as `alignment-generate`
+(see `alignment.commands.console`)."""
 
 if __name__ == "__main__":
     import sys

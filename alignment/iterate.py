@@ -1,4 +1,5 @@
-"""`python -m alignment.iterate [--config RECIPE ...]`, the same as `alignment-iterate` (see `alignment.commands.console`)."""
+"""`python -m alignment.iterate [--config RECIPE ...]`, the same as `alignment-iterate`
+(see `alignment.commands.console`)."""
 
 if __name__ == "__main__":
     import sys

@@ -1,4 +1,5 @@
-"""`python -m alignment.reward [--config RECIPE ...]`, the same as `alignment-reward` (see `alignment.commands.console`)."""
+"""`python -m alignment.reward [--config RECIPE ...]`, the same as `alignment-reward`
+(see `alignment.commands.console`)."""
 
 if __name__ == "__main__":
     import sys

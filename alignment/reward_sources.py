@@ -30,8 +30,8 @@ What is reused and what is written here, and why:
   same texts itself: ``prompt + completion`` (the reward tokenizer's chat template when the prompts are
   conversational, as TRL's ``_calculate_rewards``), no special tokens added, right-padded, in eval mode and
   ``inference_mode``, the logit of label 0 (TRL's convention for num_labels=1), in batches with
-  `alignment.modeling.reward_model.score_sequences` on the model's device (`RewardModelReward.to`). Loading and the num_labels
-  check are `alignment.modeling.reward_model.load_reward_model`.
+  `alignment.modeling.reward_model.score_sequences` on the model's device (`RewardModelReward.to`). Loading and the
+  num_labels check are `alignment.modeling.reward_model.load_reward_model`.
 * Pickling: TRL 1.16's ``GRPOTrainer`` does not pickle rewards; its experimental ``AsyncGRPOTrainer`` sends them to a
   spawned process. File rewards live in a module that process cannot import by name, so `SourcedReward` and
   `RewardModelReward` pickle as their spec and kwargs and are resolved again on the other side (a reward model is

@@ -49,11 +49,14 @@ STEPS = {
                    _recipe("trl:RewardConfig")),
     "generate": Step("alignment.commands.generate_cli:generate_main", "on-policy preference pairs scored by rewards",
                      ("alignment.commands.generate_cli:PairGenerationArguments",)),
-    "iterate": Step("alignment.commands.iterate_cli:iterate_main", "iterative on-policy DPO: generate pairs, train, N rounds",
+    "iterate": Step("alignment.commands.iterate_cli:iterate_main",
+                    "iterative on-policy DPO: generate pairs, train, N rounds",
                     ("alignment.commands.iterate_cli:IterativeArguments",)),
     "doremi": Step("alignment.commands.doremi:run_doremi", "two-stage DoReMi domain weights for a data mixture"),
-    "annotate-margins": Step("alignment.commands.reward_cli:main", "reward-model margins on preference pairs (for MADPO)"),
-    "prepare-model": Step("alignment.modeling.prepare_model:main", "convert the embedded SmolLM2 model into a checkpoint"),
+    "annotate-margins": Step("alignment.commands.reward_cli:main",
+                             "reward-model margins on preference pairs (for MADPO)"),
+    "prepare-model": Step("alignment.modeling.prepare_model:main",
+                          "convert the embedded SmolLM2 model into a checkpoint"),
 }
 
 

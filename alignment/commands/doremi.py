@@ -119,10 +119,3 @@ def mixture_fragment(recipe: dict[str, Any], weights: dict[str, float]) -> dict[
     raise ValueError("The base recipe must use `dataset_name: task-suite` or a `share_mixture` with one domain per "
                      "source, so that the DoReMi weights map onto mixture sources.")
 
-
-if __name__ == "__main__":  # `python -m alignment.doremi`, the same as `alignment-doremi`
-    import sys
-
-    from alignment.commands.console import run_step
-
-    sys.exit(run_step("doremi"))

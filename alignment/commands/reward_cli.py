@@ -97,8 +97,8 @@ def reward_main(argv=None):
     Data: any preference dataset (`prompt`/`chosen`/`rejected`), e.g. `dataset_name: task-suite` (with an optional
     `task_label_noise` tier on the train split). Saves the model and tokenizer to `output_dir`, and writes the
     held-out pairwise accuracy to `eval_results.json` (`preference.eval_pairwise_accuracy`, per domain under
-    `reward.pairwise_accuracy`). Returns `(trainer, results)`. The shared recipe runner (`alignment.commands.cli.run_recipe`)
-    does the rest, as for every other step.
+    `reward.pairwise_accuracy`). Returns `(trainer, results)`. The shared recipe runner
+    (`alignment.commands.cli.run_recipe`) does the rest, as for every other step.
     """
     return run_recipe(
         argv, RewardConfig, RewardTrainer, "preference", lambda args: "reward", eval_during_training_only=False,

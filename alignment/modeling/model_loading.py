@@ -1,8 +1,9 @@
 """Loading a recipe's model and tokenizer: embedded-model aliases, chat templates, dtype by device, bitsandbytes
 quantization (with its start-up checks), and loading on one process while a ZeRO-3 config is registered.
 
-Used by the entry points (`alignment.commands.cli`, `alignment.commands.reward_cli`, `alignment.commands.generate_cli`), by adapter merging
-(`alignment.modeling.adapters`) and by reward-model loading (`alignment.modeling.reward_model`).
+Used by the entry points (`alignment.commands.cli`, `alignment.commands.reward_cli`,
+`alignment.commands.generate_cli`), by adapter merging (`alignment.modeling.adapters`) and by reward-model loading
+(`alignment.modeling.reward_model`).
 """
 
 from __future__ import annotations

@@ -461,7 +461,8 @@ def resolve_model_name_or_path(name_or_path: str) -> str:
     return name_or_path
 
 
-# A random tiny Llama built from a config (see `alignment.modeling.tiny_model`): lets smoke recipes run with no download at all.
+# A random tiny Llama built from a config (see `alignment.modeling.tiny_model`): lets smoke recipes run with no
+# download at all.
 TINY_RANDOM_ALIAS = "tiny-random-llama"
 
 

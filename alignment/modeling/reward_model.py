@@ -4,8 +4,8 @@ score token sequences and preference pairs with it.
 Scores are computed on exactly the token ids `RewardTrainer` trains on: the pairs go through TRL's own
 `RewardTrainer._prepare_dataset` (chat template applied to `prompt + chosen`, no generation prompt; EOS appended to
 plain-text pairs), with no length filter, and are right-padded like TRL's collator, so the classifier reads the same
-last non-pad token it was trained to score. Used by reward training and margin annotation (`alignment.commands.reward_cli`),
-by reward-model rewards (`alignment.reward_sources`) and by the evaluation.
+last non-pad token it was trained to score. Used by reward training and margin annotation
+(`alignment.commands.reward_cli`), by reward-model rewards (`alignment.reward_sources`) and by the evaluation.
 """
 
 from __future__ import annotations
