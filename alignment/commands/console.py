@@ -22,6 +22,8 @@ import importlib
 import sys
 from dataclasses import dataclass
 
+# Every command starts here, so this module imports nothing of the package at module level: a step's own modules
+# (trainers, datasets, torch) load only when it runs, which keeps `--help`, `alignment-plot` and the version check fast.
 _RECIPE_DATACLASSES = ("alignment.configs:AlignmentScriptArguments", "{config}", "trl:ModelConfig",
                        "trl:DatasetMixtureConfig")
 

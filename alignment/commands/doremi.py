@@ -23,6 +23,9 @@ from typing import Any
 
 import yaml
 
+from ..redaction import is_secret_key, redact
+from .packaged import resolve_recipe
+
 # Data fields of a recipe that the fragment replaces in `main_recipe.yaml`.
 _DATA_FIELDS = ("dataset_name", "task_domains", "share_mixture", "dataset_mixture", "train_limit_per_domain",
                 "datasets")
@@ -40,7 +43,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--reference_max_steps", type=int, default=None, help="Override the reference's max_steps.")
     parser.add_argument("--proxy_max_steps", type=int, default=None, help="Override the proxy's max_steps.")
     args, overrides = parser.parse_known_args(argv)
-    from .packaged import resolve_recipe
 
     args.config = resolve_recipe(args.config)  # a path or a packaged name (`tiny/doremi`), read here and by sft_main
     return args, overrides
@@ -48,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 def run_doremi(argv: list[str] | None = None) -> dict[str, Any]:
     """Run both stages and write the outputs; extra arguments (e.g. `--model_name_or_path`) go to both runs."""
+    # Function-level: `alignment-doremi --help` is argparse in this module and should not import the trainers.
     from .cli import sft_main
 
     args, overrides = parse_args(argv)
@@ -79,7 +82,6 @@ def run_doremi(argv: list[str] | None = None) -> dict[str, Any]:
     header = (f"# DoReMi domain weights: average over {summary['num_updates']} proxy steps (eta={args.eta}, "
               f"eps={args.eps}, {args.mode}), from {args.config}\n")
     (out / "share_mixture.yaml").write_text(header + yaml.safe_dump(fragment, sort_keys=False))
-    from ..redaction import is_secret_key, redact
 
     # A recipe to run, not a record: a masked `hub_token` would be sent as the token, so secrets are left out.
     main = redact({k: v for k, v in recipe.items() if k not in _DATA_FIELDS and not is_secret_key(k)})

@@ -102,6 +102,7 @@ def _write_jsonl(path: Path, rows) -> None:
 
 def generate_main(argv: list[str] | None = None) -> dict:
     """Parse the recipe, sample, score, pair, write; returns the summary written to `generation.json`."""
+    # Function-level: `--help` imports this module for `PairGenerationArguments` alone (`alignment.commands.console`).
     import torch
     from transformers import AutoModelForCausalLM
 
