@@ -105,7 +105,7 @@ def run_trl_dpo(opts, pairs_dir: Path, model_path: str, test) -> dict:
 def run_ours(opts, loss: str, pairs_dir: Path, model_path: str) -> dict:
     import yaml
 
-    from alignment import cli
+    from alignment.commands import cli
 
     out = Path(opts.out) / loss
     recipe = {"model_name_or_path": model_path, "dataset_name": str(pairs_dir), "loss_type": loss,

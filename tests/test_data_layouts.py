@@ -14,7 +14,7 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.data_layouts import normalize_split
 from alignment.commands.reward_cli import reward_main
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.configs import AlignmentScriptArguments, HandbookMixtureConfig
 from alignment.data_loading import limit_rows_per_domain, load_recipe_datasets, load_source
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.configs import AlignmentSFTConfig, PreferenceConfig
 from alignment.testing import make_preference_trainer, perturb_parameters_, preference_pairs, trainer_test_args
 from alignment.trainers import PreferenceTrainer

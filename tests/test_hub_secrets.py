@@ -115,7 +115,7 @@ def _fail_if_loaded(*args, **kwargs):
     ["--push_to_hub", "true", "--output_dir", "{tmp}/my run"],
 ])
 def test_invalid_hub_model_id_is_rejected_before_the_model_loads(main, bad, monkeypatch, tmp_path):
-    from alignment import cli, reward_cli
+    from alignment.commands import cli, reward_cli
 
     monkeypatch.setattr(cli, "load_model_and_tokenizer", _fail_if_loaded)
     monkeypatch.setattr(reward_cli, "load_reward_model_and_tokenizer", _fail_if_loaded)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alignment import models
+from alignment.modeling import models
 from alignment.modeling.models import (
     EMBEDDED_MODELS,
     MARKER_FILE,

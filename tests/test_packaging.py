@@ -16,7 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from alignment import console, versions
+from alignment.commands import console, versions
 from alignment.commands.packaged import packaged_dir, resolve_accelerate_config, resolve_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -81,7 +81,7 @@ def test_generate_pairs_end_to_end_with_a_file_reward_then_dpo(tiny_model_dir, t
     import json
     from pathlib import Path
 
-    from alignment import cli
+    from alignment.commands import cli
     from alignment.commands.generate_cli import generate_main
 
     root = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.commands.reward_cli import reward_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.resume import checkpoint_problems, newest_complete_checkpoint
 from alignment.commands.script_utils import resolve_resume_checkpoint
 

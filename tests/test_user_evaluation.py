@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alignment import cli
+from alignment.commands import cli
 
 try:
     from tests.fake_hub import fake_hub  # noqa: F401 - fixture
