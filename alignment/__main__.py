@@ -1,7 +1,7 @@
-"""`python -m alignment <step> ...`, the same as the `alignment` command (see `alignment.console`)."""
+"""`python -m alignment <step> ...`, the same as the `alignment` command (see `alignment.commands.console`)."""
 
 import sys
 
-from alignment.console import main
+from alignment.commands.console import main
 
 sys.exit(main())

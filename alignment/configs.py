@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, fields
 
 from trl import DPOConfig, GRPOConfig, KTOConfig, ScriptArguments, SFTConfig
 
 from .advantages import resolve_loss_type
+from .data.tasks import check_label_noise
+from .masks import check_sparse_settings
+from .mixture_config import (  # noqa: F401  (the mixture sections stay importable from the recipe dataclasses)
+    HandbookMixtureConfig,
+    HandbookMixtureSource,
+    MixtureSourceConfig,
+    ShareMixtureConfig,
+    parse_mixture_sections,
+)
+from .model_card import check_hub_license
+from .recipe_values import as_list, as_mapping, parse_mapping_text
+from .rewards.sources import check_reward_sources
 from .unpaired import resolve_unpaired_loss
 
 
@@ -23,11 +34,6 @@ def unset_task_domains(value):
     if isinstance(value, (list, tuple)) and all(str(v).strip().lower() in UNSET_WORDS for v in value):
         return None
     return value
-
-
-def as_mapping(value) -> dict:
-    """A recipe's mapping field as a dict: YAML gives a mapping, the command line a JSON string, unset is None."""
-    return dict(json.loads(value) if isinstance(value, str) else value or {})
 
 
 @dataclass
@@ -138,185 +144,17 @@ class AlignmentScriptArguments(ScriptArguments):
     )
 
     def __post_init__(self):
-        from .data.tasks import check_label_noise
-        from .model_card import check_hub_license
-
         check_hub_license(self.hub_license)
 
         self.eval_reward_kwargs = as_mapping(self.eval_reward_kwargs)
-        if isinstance(self.eval_reward_funcs, str):
-            self.eval_reward_funcs = [self.eval_reward_funcs]
+        self.eval_reward_funcs = as_list(self.eval_reward_funcs)
 
         check_label_noise(self.task_label_noise)
         if self.task_answer_style not in ("final", "worked"):
             raise ValueError(f"`task_answer_style` must be `final` or `worked`, got {self.task_answer_style!r}.")
-        from .mixtures import parse_mixture_sections
-
         self.task_domains = unset_task_domains(self.task_domains)
         self.share_mixture, self.dataset_mixture = parse_mixture_sections(share_mixture=self.share_mixture,
                                                                           dataset_mixture=self.dataset_mixture)
-
-
-@dataclass
-class MixtureSourceConfig:
-    """One dataset of a `share_mixture`: where to load it from and its share of the final mixture."""
-
-    path: str = field(
-        metadata={
-            "help": "A Hub dataset id, a local data file (.jsonl/.json/.csv/.parquet), a directory written by "
-            "`save_to_disk`, or `task-suite` for the embedded task suite."
-        }
-    )
-    weight: float | None = field(
-        default=None,
-        metadata={
-            "help": "This dataset's share of the final mixture (weights are normalised to sum to 1). Required unless "
-            "the mixture sets `temperature`."
-        },
-    )
-    name: str | None = field(default=None, metadata={"help": "Dataset configuration name (`load_dataset(name=)`)."})
-    data_dir: str | None = field(default=None, metadata={"help": "`data_dir` passed to `load_dataset`."})
-    data_files: str | list[str] | dict[str, str] | None = field(
-        default=None, metadata={"help": "`data_files` passed to `load_dataset`."}
-    )
-    split: str = field(default="train", metadata={"help": "The split mixed into the training data."})
-    test_split: str | None = field(
-        default=None,
-        metadata={
-            "help": "A split added, whole and unresampled, to the held-out split (default: `test` for `task-suite`, "
-            "none otherwise)."
-        },
-    )
-    columns: list[str] | None = field(
-        default=None, metadata={"help": "Keep only these columns (the datasets of a mixture must share columns)."}
-    )
-    domains: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Keep only rows whose `domain` column is one of these (for `task-suite`: its domains, e.g. "
-            "`[addition]`)."
-        },
-    )
-    domain: str | None = field(
-        default=None,
-        metadata={
-            "help": "Domain label written into every row's `domain` column. Default: the rows' own `domain` column if "
-            "they have one, else the file or dataset name."
-        },
-    )
-
-    def __post_init__(self):
-        if self.weight is not None and not (isinstance(self.weight, (int, float)) and self.weight >= 0):
-            raise ValueError(f"share_mixture: `weight` of {self.path!r} must be a share >= 0, got {self.weight!r}.")
-
-
-@dataclass
-class ShareMixtureConfig:
-    """A `share_mixture:` recipe section: datasets mixed at given shares of the final training data.
-
-    ```yaml
-    share_mixture:
-      datasets:
-        - {path: task-suite, domains: [addition], weight: 0.7}
-        - {path: data/counting.jsonl, domain: counting, weight: 0.3}
-      policy: upsample
-      seed: 0
-    ```
-    """
-
-    datasets: list[MixtureSourceConfig] = field(
-        default_factory=list, metadata={"help": "The datasets to mix (each a `MixtureSourceConfig` mapping)."}
-    )
-    policy: str = field(
-        default="cap",
-        metadata={
-            "help": "What to do when a source is too small for its share. `cap` (default, as TRL): never repeat a "
-            "row; the mixture is as large as the scarcest source (relative to its share) allows. `upsample`: use "
-            "every row of every source and repeat the rows of small sources (each repeated floor or ceil of "
-            "count/size times)."
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the row draws and of the final shuffle."})
-    total_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Rows in the mixture. Default: the largest size without repeats (`cap`) or the smallest size "
-            "that uses every row (`upsample`)."
-        },
-    )
-    temperature: float | None = field(
-        default=None,
-        metadata={
-            "help": "Shares from temperature sampling over the source sizes n_i, p_i ∝ n_i^(1/T) (1: proportional, "
-            "large: uniform), instead of per-dataset weights."
-        },
-    )
-    domain_column: str = field(default="domain", metadata={"help": "Column holding each row's domain label."})
-
-    def __post_init__(self):
-        from .mixtures import POLICIES
-
-        self.datasets = [MixtureSourceConfig(**d) if isinstance(d, dict) else d for d in self.datasets]
-        if not self.datasets:
-            raise ValueError("share_mixture: list at least one dataset under `datasets`.")
-        if self.policy not in POLICIES:
-            raise ValueError(f"share_mixture: unknown `policy` {self.policy!r}; valid: {', '.join(POLICIES)}.")
-        weights = [d.weight for d in self.datasets]
-        if self.temperature is not None:
-            if any(w is not None for w in weights):
-                raise ValueError("share_mixture: set either `temperature` or per-dataset `weight`s, not both.")
-            if not self.temperature > 0:
-                raise ValueError(f"share_mixture: `temperature` must be > 0, got {self.temperature!r}.")
-        elif any(w is None for w in weights):
-            missing = [d.path for d in self.datasets if d.weight is None]
-            raise ValueError(f"share_mixture: give every dataset a `weight` (missing for {missing}), or set a "
-                             "`temperature`.")
-        elif sum(weights) <= 0:
-            raise ValueError("share_mixture: the weights must not all be zero.")
-
-
-@dataclass
-class HandbookMixtureSource:
-    """One dataset of a handbook `dataset_mixture` (the alignment-handbook's and open-r1's `DatasetConfig`)."""
-
-    id: str = field(metadata={"help": "A Hub dataset id or a local path (file, directory, `save_to_disk` output)."})
-    config: str | None = field(default=None, metadata={"help": "Dataset configuration name (`load_dataset(name=)`)."})
-    split: str = field(default="train", metadata={"help": "The split to take from this dataset."})
-    columns: list[str] | None = field(default=None, metadata={"help": "Keep only these columns."})
-    weight: float | None = field(
-        default=None,
-        metadata={
-            "help": "Fraction of this dataset's rows kept (after a seeded shuffle): 0.5 keeps half. Not a share of "
-            "the mixture and not normalised. Unset: all rows."
-        },
-    )
-
-
-@dataclass
-class HandbookMixtureConfig:
-    """A `dataset_mixture:` recipe section in the alignment-handbook / open-r1 schema, loaded with their semantics
-    (`alignment.mixtures.load_handbook_mixture`).
-
-    ```yaml
-    dataset_mixture:
-      datasets:
-        - {id: HuggingFaceH4/ultrafeedback_binarized, split: train_prefs, columns: [chosen, rejected], weight: 1.0}
-      seed: 0
-      test_split_size: 2000
-    ```
-    """
-
-    datasets: list[HandbookMixtureSource] = field(
-        default_factory=list, metadata={"help": "The datasets, each `{id, config, split, columns, weight}`."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the per-dataset subsampling, the shuffle and the split."})
-    test_split_size: float | None = field(
-        default=None,
-        metadata={
-            "help": "Hold out this many rows (>= 1) or this fraction (< 1) of the mixture as the `test` split "
-            "(`Dataset.train_test_split`). Unset: only a `train` split."
-        },
-    )
 
 
 @dataclass
@@ -409,8 +247,8 @@ class DomainReweightingArguments:
     def __post_init__(self):
         for name in ("domain_reweighting_kwargs", "domain_initial_weights", "domain_reference_losses"):
             value = getattr(self, name)
-            if isinstance(value, str) and value.lstrip().startswith("{"):
-                setattr(self, name, json.loads(value))
+            if isinstance(value, str) and value.lstrip().startswith("{"):  # a file path stays a path (load_mapping)
+                setattr(self, name, parse_mapping_text(value, field_name=name))
         self.domain_reweighting_kwargs = dict(self.domain_reweighting_kwargs or {})
         if self.domain_reweighting_mode not in ("upweight", "upsample"):
             raise ValueError(
@@ -544,8 +382,6 @@ class PreferenceConfig(DomainReweightingArguments, DPOConfig):
     def __post_init__(self):
         self.loss_kwargs = as_mapping(self.loss_kwargs)
         self.token_weighting_kwargs = as_mapping(self.token_weighting_kwargs)
-        from .trainers.sparsepo import check_sparse_settings
-
         check_sparse_settings(mask=self.sparsepo_mask, dropout=self.sparsepo_mask_dropout,
                               mask_weight_decay=self.mask_weight_decay,
                               mapo_activations=self.sparsepo_mapo_activations)
@@ -723,11 +559,8 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
         for name in ("advantage_kwargs", "reward_kwargs", "reward_weighting_kwargs", "policy_loss_kwargs"):
             setattr(self, name, as_mapping(getattr(self, name)))
         removed_policy_flags({name: getattr(self, name) for name in _REMOVED_POLICY_FLAGS})
-        if isinstance(self.reward_funcs, str):
-            self.reward_funcs = [self.reward_funcs]
+        self.reward_funcs = as_list(self.reward_funcs)
         self.loss_type = resolve_loss_type(self.advantage_estimator, self.loss_type, default=_TRL_GRPO_LOSS_TYPE)
-        from .rewards.sources import check_reward_sources
-
         check_reward_sources(self.reward_funcs, self.reward_kwargs)  # a bad reward fails before any model loads
         super().__post_init__()
 

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .data import TASK_SUITE
+
 # Formats `datasets` reads as text (always UTF-8). Parquet/Arrow are binary and carry their own encoding.
 TEXT_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt")
 # Formats whose first line is a header, so one line holds no rows.
@@ -125,8 +127,6 @@ def recipe_data_sources(script_args, mixture_args=None) -> list[tuple[str, Any]]
 
 def check_recipe_data_files(script_args, mixture_args=None) -> None:
     """`check_data_file` on every local text file the recipe's datasets read (see the module docstring)."""
-    from .data_loading import TASK_SUITE
-
     for field, source in recipe_data_sources(script_args, mixture_args):
         if source.path == TASK_SUITE:
             continue

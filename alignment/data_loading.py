@@ -1,106 +1,27 @@
 """Turn a recipe's dataset fields into a `DatasetDict`, the way TRL's scripts do, plus the embedded task suite.
 
-`load_source` is the one loader of a dataset source, used for `dataset_name` and for every mixture entry
-(`share_mixture`, the handbook `dataset_mixture`).
+`alignment.data_sources.load_source` is the one loader of a dataset source, used for `dataset_name` and for every
+mixture entry (`share_mixture`, the handbook `dataset_mixture`).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import DatasetDict
 from trl import get_dataset
 
+from . import mixtures
+from .data import TASK_SUITE, load_task_suite
+from .data.worked import with_worked_answers
 from .data_files import check_recipe_data_files
+from .data_sources import load_source, with_named_splits
 
 logger = logging.getLogger("alignment")
 
-# `dataset_name` value that selects the embedded verifiable task suite instead of a Hub id or a local path.
-TASK_SUITE = "task-suite"
-# `datasets`' builder for each single-file format.
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 # The fields that only describe the embedded task suite, with their unset values.
 TASK_SUITE_FIELDS = {"task_domains": None, "train_limit_per_domain": None, "task_label_noise": 0.0,
                      "task_answer_style": "final"}
-
-
-def _is_saved_to_disk(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-                              or (path / "state.json").exists())
-
-
-def _files_named_after(directory: Path, split: str) -> list[str]:
-    """Data files in ``directory`` (or its ``data/``) named after ``split``: ``<split>.jsonl``, ``<split>-00000-of-
-    00002.parquet``. `datasets` only knows train/validation/test by name and files ``train_prefs.jsonl`` under
-    `train`, so a split such as the handbook's ``train_prefs`` is looked up here."""
-    found = []
-    for folder in (directory, directory / "data"):
-        for file in sorted(folder.glob(f"{split}*")) if folder.is_dir() else ():
-            stem = file.name[: -len("".join(file.suffixes))] if file.suffixes else file.name
-            if file.suffix in FILE_BUILDERS and (stem == split or stem.startswith(f"{split}-")):
-                found.append(str(file))
-    return found
-
-
-def load_source(path: str, *, split: str | None = None, name: str | None = None, data_dir: str | None = None,
-                data_files=None, streaming: bool = False) -> Dataset | DatasetDict:
-    """One dataset source, as a `Dataset` (``split`` given) or a `DatasetDict` (``split=None``).
-
-    ``path`` is any of:
-
-    - a directory written by `save_to_disk`: a `DatasetDict` keeps its splits, a single `Dataset` becomes split
-      ``train``;
-    - a single ``.jsonl``/``.json``/``.csv``/``.parquet``/``.arrow`` file: the whole file is split ``train`` (a file
-      has no held-out split);
-    - a directory of data files, as `datasets` reads it (``train*.jsonl`` -> ``train``, ``test*`` -> ``test``);
-      a requested split `datasets` does not name (``train_prefs``) is read from the files named after it;
-    - a Hub dataset id, through `datasets.load_dataset` (``name``, ``data_dir``, ``data_files`` passed on).
-    """
-    local = Path(path)
-    if local.suffix in FILE_BUILDERS and not local.exists():
-        # A Hub id has no file suffix: this was meant as a local file, and datasets would only say "Couldn't find".
-        raise FileNotFoundError(f"No data file at {str(local.resolve())!r} (from {path!r}, read as a local "
-                                f"{local.suffix} file since it ends in {local.suffix!r}): check the path in "
-                                "`dataset_name` (or the mixture entry); relative paths start at the working directory "
-                                f"{str(Path.cwd())!r}.")
-    if _is_saved_to_disk(local):
-        loaded = load_from_disk(str(local))
-        loaded = DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
-    elif local.is_file():
-        builder = FILE_BUILDERS.get(local.suffix)
-        if builder is None:
-            raise ValueError(f"Cannot tell the format of the data file {path!r}: use a "
-                             f"{'/'.join(FILE_BUILDERS)} file, a directory of them, a directory written by "
-                             "`save_to_disk`, or a Hub id.")
-        loaded = load_dataset(builder, data_files={"train": str(local)}, streaming=streaming)
-    else:
-        if split is not None and local.is_dir() and data_files is None and data_dir is None:
-            named = _files_named_after(local, split)
-            if named and split not in ("train", "test", "validation"):
-                return load_dataset(FILE_BUILDERS[Path(named[0]).suffix], data_files={split: named}, split=split,
-                                    streaming=streaming)
-        if split is not None:
-            return load_dataset(path, name=name, data_dir=data_dir, data_files=data_files, split=split,
-                                streaming=streaming)
-        return load_dataset(path, name=name, data_dir=data_dir, data_files=data_files, streaming=streaming)
-    if split is None:
-        return loaded
-    if split not in loaded:
-        raise ValueError(f"{path!r} has no split {split!r} (splits: {sorted(loaded)}); a single file or a saved "
-                         "`Dataset` is split `train`.")
-    return loaded[split]
-
-
-def _with_named_splits(data, path: str, wanted: tuple[str, ...], streaming: bool = False):
-    """Add the ``wanted`` splits a local directory holds as ``<split>.<ext>`` files but `datasets` did not name."""
-    local = Path(path)
-    if not local.is_dir() or _is_saved_to_disk(local):
-        return data
-    for split in wanted:
-        if split not in data and _files_named_after(local, split):
-            data[split] = load_source(path, split=split, streaming=streaming)
-    return data
 
 
 def _names_task_suite(script_args, mixture_args) -> bool:
@@ -187,8 +108,6 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
         if ignored:
             raise ValueError(f"{ignored} apply to `dataset_name: task-suite` only; in a `share_mixture`, pick task "
                              "domains with `domains:` on a `path: task-suite` entry.")
-        from . import mixtures
-
         if section == "dataset_mixture":
             return mixtures.load_handbook_mixture(script_args.dataset_mixture)
         return mixtures.load_share_mixture(script_args.share_mixture, fmt=fmt,
@@ -207,8 +126,6 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
             "task suite), a `datasets:` mixture, a `dataset_mixture:` (handbook schema) or a `share_mixture:`."
         )
     if script_args.dataset_name == TASK_SUITE:
-        from .data import load_task_suite
-
         splits = DatasetDict(
             {
                 # Label noise (a robustness tier) applies to the training pairs only; the test split stays clean.
@@ -226,8 +143,6 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
         if getattr(script_args, "task_answer_style", "final") == "worked":
             if fmt != "preference":
                 raise ValueError("`task_answer_style: worked` applies to preference data only.")
-            from .data.worked import with_worked_answers
-
             splits = splits.map(with_worked_answers, desc="Showing the calculation in answers")
         return splits
     for name, unset in TASK_SUITE_FIELDS.items():
@@ -235,7 +150,7 @@ def load_recipe_datasets(script_args, mixture_args=None, fmt: str = "preference"
             raise ValueError(f"`{name}` only applies to `dataset_name: task-suite`; remove it for other datasets.")
     data = load_source(script_args.dataset_name, name=script_args.dataset_config,
                        streaming=script_args.dataset_streaming)
-    return _with_named_splits(data, script_args.dataset_name,
+    return with_named_splits(data, script_args.dataset_name,
                               (script_args.dataset_train_split, script_args.dataset_test_split),
                               streaming=script_args.dataset_streaming)
 

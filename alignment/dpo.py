@@ -1,8 +1,8 @@
-"""`python -m alignment.dpo [--config RECIPE ...]`, the same as `alignment-dpo` (see `alignment.console`)."""
+"""`python -m alignment.dpo [--config RECIPE ...]`, the same as `alignment-dpo` (see `alignment.commands.console`)."""
 
 if __name__ == "__main__":
     import sys
 
-    from alignment.console import run_step
+    from alignment.commands.console import run_step
 
     sys.exit(run_step("dpo"))

@@ -10,6 +10,9 @@ from typing import Any
 
 import torch
 
+from .rewards.sources import RewardModelReward, call_reward, resolve_rewards
+from .rewards import get_reward_function
+
 
 def prompt_texts(tokenizer, prompts: list) -> list[str]:
     """The text a model is prompted with, the way TRL's trainers build it for training.
@@ -97,13 +100,9 @@ def evaluate_answers(model, tokenizer, dataset, max_new_tokens: int = 32, batch_
     {domain: prompts}, "samples": [two per domain, with every reward's score], "seconds": float}``; for a 0/1 verifier
     ``accuracy`` is the pass rate.
     """
-    from .rewards.sources import RewardModelReward, call_reward
-
     if "prompt" not in dataset.column_names:
         raise ValueError(f"The evaluation dataset needs a `prompt` column; it has {dataset.column_names}.")
     if rewards is None:
-        from .rewards import get_reward_function
-
         rewards = [get_reward_function(name) for name in default_eval_rewards(dataset)]
     for reward in rewards:
         if isinstance(reward, RewardModelReward):
@@ -146,8 +145,6 @@ def prepare_evaluation(tokenizer, dataset, reward_specs: list[str] | None = None
     the same strings as GRPO's `reward_funcs`; default `default_eval_rewards`) is resolved and called once on it: a
     layout, a column or a reward that the evaluation cannot use fails now, not after training.
     """
-    from .rewards.sources import resolve_rewards
-
     if "prompt" not in dataset.column_names:
         raise ValueError(f"The evaluation dataset needs a `prompt` column; it has {dataset.column_names}.")
     if len(dataset) == 0:

@@ -1,8 +1,8 @@
-"""`python -m alignment.grpo [--config RECIPE ...]`, the same as `alignment-grpo` (see `alignment.console`)."""
+"""`python -m alignment.grpo [--config RECIPE ...]`, the same as `alignment-grpo` (see `alignment.commands.console`)."""
 
 if __name__ == "__main__":
     import sys
 
-    from alignment.console import run_step
+    from alignment.commands.console import run_step
 
     sys.exit(run_step("grpo"))

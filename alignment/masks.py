@@ -21,6 +21,24 @@ from torch import nn
 
 # z-normalisation guard, as the official code's `+ 1e-12` on the standard deviation.
 _STD_EPS = 1e-12
+# `sparsepo_mask` values, and the reference activations `sparsepo_mapo_activations` may average into a MaPO mask.
+MASK_KINDS = ("learned", "mapo")
+MAPO_ACTIVATIONS = ("resid", "mlp", "attn", "logits")
+
+
+def check_sparse_settings(*, mask: str, dropout: float, mask_weight_decay: float,
+                          mapo_activations: list[str] | tuple[str, ...]) -> None:
+    """Value checks of the `PreferenceConfig` SparsePO fields (run by the config itself, at parse time)."""
+    if mask not in MASK_KINDS:
+        raise ValueError(f"`sparsepo_mask` must be one of {MASK_KINDS}, got {mask!r}.")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"`sparsepo_mask_dropout` must be in [0, 1), got {dropout}.")
+    if not mask_weight_decay >= 0:
+        raise ValueError(f"`mask_weight_decay` must be >= 0, got {mask_weight_decay}.")
+    unknown = sorted(set(mapo_activations) - set(MAPO_ACTIVATIONS))
+    if unknown or not mapo_activations:
+        raise ValueError(f"`sparsepo_mapo_activations` must be a non-empty list from {MAPO_ACTIVATIONS}, got "
+                         f"{list(mapo_activations)}.")
 
 
 def zn_rescale(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

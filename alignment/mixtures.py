@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
+from .data import TASK_SUITE, load_task_suite
+from .data_sources import load_source
+from .mixture_config import POLICIES
+
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-    from .configs import HandbookMixtureConfig, MixtureSourceConfig, ShareMixtureConfig
+    from .mixture_config import HandbookMixtureConfig, MixtureSourceConfig, ShareMixtureConfig
 
-POLICIES = ("cap", "upsample")
 
 
 def _check_sizes(sizes: Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -222,11 +225,7 @@ def _concatenate(parts: Sequence["Dataset"]) -> "Dataset":
 
 def _load_source_split(source: "MixtureSourceConfig", split: str, fmt: str, domain_column: str,
                        limit_per_domain: int | None = None) -> "Dataset":
-    from .data_loading import TASK_SUITE, load_source
-
     if source.path == TASK_SUITE:
-        from .data import load_task_suite
-
         return load_task_suite(split, fmt, domains=source.domains, limit_per_domain=limit_per_domain)
     dataset = load_source(source.path, split=split, name=source.name, data_dir=source.data_dir,
                           data_files=source.data_files)
@@ -265,8 +264,6 @@ def load_share_mixture(config: "ShareMixtureConfig", *, fmt: str = "preference",
     """
     from datasets import DatasetDict
 
-    from .data_loading import TASK_SUITE
-
     column = config.domain_column
     train_parts = [_label(s, _load_source_split(s, s.split, fmt, column), column) for s in config.datasets]
     sizes = [len(part) for part in train_parts]
@@ -296,53 +293,6 @@ def realized_shares(dataset: "Dataset", domain_column: str = "domain") -> dict[s
 
 # ------------------------------------------------------------------------------- the alignment-handbook's schema
 
-# Keys only this toolkit's share-based mixture has: a `dataset_mixture` using them was written for `share_mixture`.
-_SHARE_ONLY_KEYS = ("policy", "temperature", "total_size", "domain_column")
-
-
-def parse_mixture_sections(*, share_mixture, dataset_mixture):
-    """The recipe's ``share_mixture`` (ours) and ``dataset_mixture`` (handbook schema) as config objects.
-
-    Either may be a mapping, a JSON string (command line) or already parsed. A ``dataset_mixture`` written in our
-    share schema (entries with ``path``, or ``policy``/``temperature``/``total_size``) is an error that says to rename
-    it: it was this toolkit's name for `share_mixture` before the handbook's schema was accepted, and its weights
-    mean something else there (share of the mixture vs fraction of the dataset kept).
-    """
-    import json
-
-    from .configs import HandbookMixtureConfig, HandbookMixtureSource, ShareMixtureConfig
-
-    share_mixture = json.loads(share_mixture) if isinstance(share_mixture, str) else share_mixture
-    dataset_mixture = json.loads(dataset_mixture) if isinstance(dataset_mixture, str) else dataset_mixture
-    if isinstance(share_mixture, dict):
-        share_mixture = ShareMixtureConfig(**share_mixture)
-    if isinstance(dataset_mixture, dict):
-        entries = dataset_mixture.get("datasets") or []
-        ours = [k for k in _SHARE_ONLY_KEYS if k in dataset_mixture]
-        if ours or any(isinstance(e, dict) and "path" in e and "id" not in e for e in entries):
-            raise ValueError(
-                "`dataset_mixture` is the alignment-handbook / open-r1 schema (entries `{id, config, split, columns, "
-                "weight}`, weight = fraction of the dataset kept). This one is written in this toolkit's share-based "
-                f"schema ({'keys ' + str(ours) if ours else 'entries with `path`'}): rename the section to "
-                "`share_mixture` (see docs/mixtures.md)."
-            )
-        unknown = sorted(set(dataset_mixture) - {"datasets", "seed", "test_split_size"})
-        if unknown:
-            raise ValueError(f"dataset_mixture: unknown key(s) {unknown}; the handbook schema has `datasets`, `seed` "
-                             "and `test_split_size` (this toolkit's share-based mixture is `share_mixture`).")
-        sources = []
-        for i, entry in enumerate(entries):
-            allowed = {"id", "config", "split", "columns", "weight"}
-            if not isinstance(entry, dict) or "id" not in entry or set(entry) - allowed:
-                raise ValueError(f"dataset_mixture.datasets[{i}] must be a mapping with `id` and optionally "
-                                 f"`config`, `split`, `columns`, `weight`; got {entry!r}.")
-            sources.append(HandbookMixtureSource(**entry))
-        if not sources:
-            raise ValueError("dataset_mixture: list at least one dataset under `datasets`.")
-        dataset_mixture = HandbookMixtureConfig(**{**dataset_mixture, "datasets": sources})
-    return share_mixture, dataset_mixture
-
-
 def load_handbook_mixture(config: "HandbookMixtureConfig") -> "DatasetDict":
     """A handbook `dataset_mixture:` section, loaded exactly as the alignment-handbook's `get_dataset` does
     (src/alignment/data.py; open-r1 has the same code).
@@ -354,12 +304,10 @@ def load_handbook_mixture(config: "HandbookMixtureConfig") -> "DatasetDict":
 
     Paper vs code: none; handbook vs this toolkit: ``weight`` is the fraction of that dataset kept, not normalised,
     so the final shares depend on the sizes, and a weight > 1 cannot upsample (`select` fails on missing rows; here
-    that is a clear error). Sources are read by `alignment.data_loading.load_source`, so ``id`` may also be a
+    that is a clear error). Sources are read by `alignment.data_sources.load_source`, so ``id`` may also be a
     local file or directory.
     """
     from datasets import DatasetDict
-
-    from .data_loading import load_source
 
     parts = []
     for i, source in enumerate(config.datasets):

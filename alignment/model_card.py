@@ -26,6 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .citations import TRL_CITATION, citations_for
+from .data import TASK_SUITE  # the constant only: `alignment.data` imports its modules lazily
+from .modeling.models import EMBEDDED_MODELS, read_marker
+from .redaction import redact
+
 __all__ = [
     "HUB_LICENSES",
     "METHOD_FAMILIES",
@@ -59,7 +64,6 @@ _FRAMEWORKS = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 _DOMAIN_ACCURACY_RE = re.compile(r"^(?:eval[/_])?accuracy/(?P<domain>[^/]+)$")
 # Trainer bookkeeping among `evaluate()`'s metrics: not results of the model.
 _NOT_A_METRIC = re.compile(r"(^(eval_)?epoch$|_runtime$|_per_second$)")
-_TASK_SUITE = "task-suite"  # `alignment.data_loading.TASK_SUITE`, spelled out to keep this import-light
 # Extensions that make a `dataset_name` a local file even when the file is not there any more.
 _DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".tsv")
 
@@ -123,12 +127,14 @@ METHOD_FAMILIES: dict[str, MethodFamily] = {
         "does not generate.",
     ),
 }
-# `alignment.cli` names a group-RL run `group-rl (<advantage estimator>)`.
+# `alignment.commands.cli` names a group-RL run `group-rl (<advantage estimator>)`.
 _GROUP_RL = re.compile(r"^group-rl \((?P<name>[^)]+)\)$")
 
 
 def _registry_summaries(registry: str | None) -> dict[str, str]:
     """name -> the first line of its docstring, for the preference losses or the advantage estimators."""
+    # Lazy: importing a registry imports every loss / estimator module, which only a card needs; the recipe
+    # dataclasses import this module for `check_hub_license` at every parse.
     if registry == "loss":
         from .losses.registry import PREFERENCE_LOSSES
 
@@ -155,7 +161,7 @@ def describe_method(method: str) -> tuple[str | None, list[str]]:
     group_rl = _GROUP_RL.match(key)
     if group_rl:
         return "grpo", [group_rl["name"]]
-    if key in _registry_summaries("unpaired"):  # `alignment.cli.kto_main` names a run by its unpaired loss
+    if key in _registry_summaries("unpaired"):  # `alignment.commands.cli.kto_main` names a run by its unpaired loss
         return "kto", [key]
     if key in METHOD_FAMILIES:
         return key, []
@@ -192,8 +198,6 @@ def resolve_base_model(name_or_path: str | None) -> tuple[str | None, str | None
     marker names the alias), is the Hub model the GGUF was made from, with its license. A Hub id is itself (license
     unknown here). Any other local directory has no Hub id: only the body mentions it.
     """
-    from .models import EMBEDDED_MODELS, read_marker
-
     if not name_or_path:
         return None, None, None
     name = str(name_or_path)
@@ -230,11 +234,11 @@ def _recipe_dataset_sources(recipe: Mapping[str, Any]) -> list[str]:
 
 def hub_dataset_ids(sources: Sequence[str]) -> list[str]:
     """The entries of ``sources`` that are Hub dataset ids (not `task-suite`, not a local path or file)."""
-    return [s for s in dict.fromkeys(sources) if s != _TASK_SUITE and not _is_local_data(s)]
+    return [s for s in dict.fromkeys(sources) if s != TASK_SUITE and not _is_local_data(s)]
 
 
 def _describe_dataset(source: str, recipe: Mapping[str, Any]) -> str:
-    if source == _TASK_SUITE:
+    if source == TASK_SUITE:
         domains = recipe.get("task_domains")
         which = f"domains: {', '.join(map(str, domains))}" if domains else "all domains"
         return (f"the toolkit's embedded verifiable task suite (`task-suite`, {which}): generated locally, not a Hub "
@@ -349,8 +353,8 @@ def _eval_dataset(sources: Sequence[str]) -> tuple[str, str]:
     if len(sources) != 1:
         return "mixture", f"held-out split of a mixture of {len(sources)} datasets"
     source = sources[0]
-    if source == _TASK_SUITE:
-        return _TASK_SUITE, "alignment task suite (held-out split)"
+    if source == TASK_SUITE:
+        return TASK_SUITE, "alignment task suite (held-out split)"
     if hub_dataset_ids([source]):
         return source, source
     name = Path(source.rstrip("/")).name or "local-data"
@@ -527,9 +531,6 @@ def render_model_card(
     """
     import yaml
     from huggingface_hub import ModelCard, ModelCardData
-
-    from .citations import TRL_CITATION, citations_for
-    from .redaction import redact
 
     check_hub_license(license, "license")
     family_key, names = describe_method(method)

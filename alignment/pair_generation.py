@@ -30,6 +30,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .evaluation import encode_prompts, prompt_texts
+from .rewards.sources import call_reward
+
 STRATEGIES = ("best_vs_worst", "pass_fail")
 # The columns `record_policy_logps` adds to each pair: log π_t of the chosen and of the rejected response.
 POLICY_LOGPS_COLUMNS = ("round_chosen_logps", "round_rejected_logps")
@@ -40,8 +43,6 @@ def sample_completions(model, tokenizer, prompts: Sequence, *, num_samples: int,
                        temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 8,
                        seed: int | None = None) -> list[list[str]]:
     """``num_samples`` sampled completions (text of the new tokens) for each prompt; ``[len(prompts)][num_samples]``."""
-    from .evaluation import encode_prompts
-
     if num_samples < 2:
         raise ValueError(f"`num_samples` must be at least 2 to form pairs, got {num_samples}.")
     if seed is not None:
@@ -75,8 +76,6 @@ def sample_completions_vllm(model_path: str, tokenizer, prompts: Sequence, *, nu
     """
     from vllm import LLM, SamplingParams
 
-    from .evaluation import prompt_texts
-
     if num_samples < 2:
         raise ValueError(f"`num_samples` must be at least 2 to form pairs, got {num_samples}.")
     ids = [tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
@@ -98,8 +97,6 @@ def score_completions(reward_funcs: Sequence[Callable], prompts: Sequence, compl
     (`alignment.rewards.sources.call_reward`: conversational completions for conversational prompts, ``completion_ids``
     re-tokenized with ``tokenizer``).
     """
-    from .rewards.sources import call_reward
-
     weights = [1.0] * len(reward_funcs) if weights is None else list(weights)
     if len(weights) != len(reward_funcs):
         raise ValueError(f"`reward_weights` has {len(weights)} values for {len(reward_funcs)} reward functions.")

@@ -244,7 +244,7 @@ def plot_run(output_dir: str | Path) -> list[Path]:
 
 
 def iteration_series(records: list[dict[str, Any]]) -> dict[str, Series]:
-    """``{row title: {label: (rounds, values)}}`` from `iterations.json` (`alignment.iterate_cli`).
+    """``{row title: {label: (rounds, values)}}`` from `iterations.json` (`alignment.commands.iterate_cli`).
 
     Held-out score per domain after each round, with round 0 the starting model (round 1's `accuracy_before`, when
     measured); the pass rate and mean score of the answers each round sampled to build its pairs.

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from .models import file_sha256
+from .modeling.models import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
-"""`python -m alignment.reward [--config RECIPE ...]`, the same as `alignment-reward` (see `alignment.console`)."""
+"""`python -m alignment.reward [--config RECIPE ...]`, the same as `alignment-reward`
+(see `alignment.commands.console`)."""
 
 if __name__ == "__main__":
     import sys
 
-    from alignment.console import run_step
+    from alignment.commands.console import run_step
 
     sys.exit(run_step("reward"))

@@ -1,8 +1,8 @@
-"""`python -m alignment.sft [--config RECIPE ...]`, the same as `alignment-sft` (see `alignment.console`)."""
+"""`python -m alignment.sft [--config RECIPE ...]`, the same as `alignment-sft` (see `alignment.commands.console`)."""
 
 if __name__ == "__main__":
     import sys
 
-    from alignment.console import run_step
+    from alignment.commands.console import run_step
 
     sys.exit(run_step("sft"))

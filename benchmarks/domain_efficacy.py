@@ -130,7 +130,7 @@ def _model_dir(args, workdir: Path) -> str:
         from alignment.testing import save_tiny_model
 
         return save_tiny_model(workdir / "tiny-model")
-    from alignment.models import resolve_model_name_or_path
+    from alignment.modeling.models import resolve_model_name_or_path
 
     return resolve_model_name_or_path(args.model)
 

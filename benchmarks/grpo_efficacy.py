@@ -97,8 +97,8 @@ def run_method(name: str, opts, train, test) -> dict:
     from transformers import AutoModelForCausalLM
 
     from alignment.configs import GroupRLConfig
-    from alignment.models import resolve_model_name_or_path
-    from alignment.script_utils import load_tokenizer
+    from alignment.modeling.models import resolve_model_name_or_path
+    from alignment.modeling.model_loading import load_tokenizer
     from alignment.trainers.group_rl import GroupRLTrainer
 
     path = resolve_model_name_or_path(opts.model)

@@ -49,7 +49,7 @@ def run_setting(mode: str, model_path: str, steps: int, lora_r: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
     from alignment.configs import PreferenceConfig
-    from alignment.models import resolve_model_name_or_path
+    from alignment.modeling.models import resolve_model_name_or_path
     from alignment.testing import preference_pairs
     from alignment.trainers import PreferenceTrainer
 
@@ -59,7 +59,7 @@ def run_setting(mode: str, model_path: str, steps: int, lora_r: int) -> dict:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
-        from alignment.models import CHATML_TEMPLATE
+        from alignment.modeling.models import CHATML_TEMPLATE
 
         tokenizer.chat_template = CHATML_TEMPLATE
     gc.collect()

@@ -87,7 +87,7 @@ def run_trl_dpo(opts, pairs_dir: Path, model_path: str, test) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from alignment.script_utils import load_tokenizer
+    from alignment.modeling.model_loading import load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
@@ -105,7 +105,7 @@ def run_trl_dpo(opts, pairs_dir: Path, model_path: str, test) -> dict:
 def run_ours(opts, loss: str, pairs_dir: Path, model_path: str) -> dict:
     import yaml
 
-    from alignment import cli
+    from alignment.commands import cli
 
     out = Path(opts.out) / loss
     recipe = {"model_name_or_path": model_path, "dataset_name": str(pairs_dir), "loss_type": loss,
@@ -134,9 +134,9 @@ def main(argv=None) -> dict:
     opts = parse_args(argv)
     from transformers import AutoModelForCausalLM
 
-    from alignment.generate_cli import generate_main
-    from alignment.models import resolve_model_name_or_path
-    from alignment.script_utils import load_tokenizer
+    from alignment.commands.generate_cli import generate_main
+    from alignment.modeling.models import resolve_model_name_or_path
+    from alignment.modeling.model_loading import load_tokenizer
 
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)

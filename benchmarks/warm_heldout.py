@@ -49,8 +49,8 @@ def main(argv=None) -> dict:
     from transformers import AutoModelForSequenceClassification, set_seed
 
     from alignment.data import load_task_suite
-    from alignment.models import resolve_model_name_or_path
-    from alignment.reward_cli import load_reward_model, pairwise_summary, reward_main, score_pairs
+    from alignment.modeling.models import resolve_model_name_or_path
+    from alignment.commands.reward_cli import load_reward_model, pairwise_summary, reward_main, score_pairs
     from alignment.reward_merge import INIT_HASH_KEY, ensemble_scores, init_fingerprint, merge_reward_models
 
     args = parse_args(argv)

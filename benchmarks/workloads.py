@@ -38,6 +38,6 @@ def model_path(name: str, tmp: str) -> str:
         from alignment.testing import save_tiny_model
 
         return save_tiny_model(os.path.join(tmp, "tiny"))
-    from alignment.models import resolve_model_name_or_path
+    from alignment.modeling.models import resolve_model_name_or_path
 
     return resolve_model_name_or_path(name)

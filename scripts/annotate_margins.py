@@ -11,7 +11,7 @@ loads it with `dataset_name: <output_dir>`. `python scripts/annotate_margins.py 
 
 import sys
 
-from alignment.console import run_step
+from alignment.commands.console import run_step
 
 if __name__ == "__main__":
     sys.exit(run_step("annotate-margins"))

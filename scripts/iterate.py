@@ -5,7 +5,7 @@
 
 import sys
 
-from alignment.console import run_step
+from alignment.commands.console import run_step
 
 if __name__ == "__main__":
     sys.exit(run_step("iterate"))

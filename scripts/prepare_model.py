@@ -3,7 +3,7 @@
     python scripts/prepare_model.py [--model smollm2-135m-instruct] [--force] [--cache DIR]
 
 Prints the checkpoint directory, which any `from_pretrained` (or `--model_name_or_path`) accepts. The same as
-`alignment-prepare-model` / `python -m alignment.prepare_model` (alignment/prepare_model.py).
+`alignment-prepare-model` / `python -m alignment.prepare_model` (alignment/modeling/prepare_model.py).
 """
 
 import os
@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from alignment.console import prepare_model  # noqa: E402
+from alignment.commands.console import prepare_model  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(prepare_model())

@@ -8,7 +8,7 @@ Arguments the script does not know (e.g. `--model_name_or_path`, `--learning_rat
 
 import sys
 
-from alignment.console import run_step
+from alignment.commands.console import run_step
 
 if __name__ == "__main__":
     sys.exit(run_step("doremi"))

@@ -8,7 +8,7 @@ Then score the pairs with `scripts/annotate_margins.py` and train `loss_type: ma
 
 import sys
 
-from alignment.console import run_step
+from alignment.commands.console import run_step
 
 if __name__ == "__main__":
     sys.exit(run_step("reward"))

@@ -123,7 +123,7 @@ def test_every_loss_has_a_parsable_recipe(loss_type):
     from trl import DatasetMixtureConfig, ModelConfig
 
     from alignment.configs import AlignmentScriptArguments
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     recipes = recipe_loss_types().get(loss_type, [])
     if not recipes and _needs_extra_data(loss_type):

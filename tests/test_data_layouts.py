@@ -14,9 +14,9 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.data_layouts import normalize_split
-from alignment.reward_cli import reward_main
+from alignment.commands.reward_cli import reward_main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "data"

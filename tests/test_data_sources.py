@@ -15,7 +15,7 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.configs import AlignmentScriptArguments, HandbookMixtureConfig
 from alignment.data_loading import limit_rows_per_domain, load_recipe_datasets, load_source
 
@@ -255,7 +255,7 @@ def test_eval_limit_per_domain_applies_to_any_answer_split():
     assert limit_rows_per_domain(rows.remove_columns("domain"), 3)["prompt"] == ["0", "1", "2"]
     assert limit_rows_per_domain(rows, None) is rows
 
-    from alignment.script_utils import answer_eval_dataset
+    from alignment.commands.script_utils import answer_eval_dataset
 
     args = AlignmentScriptArguments(dataset_name="prompts", eval_limit_per_domain=1)
     assert answer_eval_dataset(args, DatasetDict({"test": rows}))["prompt"] == ["0", "1"]

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.configs import AlignmentSFTConfig, PreferenceConfig
 from alignment.testing import make_preference_trainer, preference_pairs, trainer_test_args
 from alignment.trainers import PreferenceTrainer

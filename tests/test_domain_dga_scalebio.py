@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.domain_rules import get_domain_update, list_domain_updates, update_domain_weights, validate_domain_update
 from alignment.domain_rules.scalebio import softmax_logit_gradient
 from alignment.trainers import domain_gradients

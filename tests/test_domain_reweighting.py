@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.configs import AlignmentSFTConfig, PreferenceConfig
 from alignment.testing import make_preference_trainer, perturb_parameters_, preference_pairs, trainer_test_args
 from alignment.trainers import PreferenceTrainer
@@ -400,7 +400,7 @@ def test_doremi_script_end_to_end_writes_a_mixture_fragment_that_loads(tiny_mode
     import yaml
 
     from alignment.configs import ShareMixtureConfig
-    from alignment.doremi import run_doremi
+    from alignment.commands.doremi import run_doremi
     from alignment.mixtures import load_share_mixture, realized_shares
 
     out = tmp_path / "doremi"

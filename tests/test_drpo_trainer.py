@@ -153,7 +153,7 @@ def test_drpo_recipe_follows_the_official_script():
     from trl import DatasetMixtureConfig, ModelConfig
 
     from alignment.configs import AlignmentScriptArguments
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     args = parse_recipe((AlignmentScriptArguments, GroupRLConfig, ModelConfig, DatasetMixtureConfig),
                         ["--config", str(ROOT / "recipes/smollm2-135m/drpo.yaml")])[1]

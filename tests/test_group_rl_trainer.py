@@ -305,7 +305,7 @@ def _recipe_args(model_dir, output_dir, *extra) -> list[str]:
 
 
 def test_recipe_runs_end_to_end(tiny_model_dir, tmp_path):
-    from alignment.cli import grpo_main
+    from alignment.commands.cli import grpo_main
 
     out = tmp_path / "run"
     trainer, results = grpo_main(_recipe_args(tiny_model_dir, out, "--max_steps", "2",
@@ -359,7 +359,7 @@ def test_recipes_parse_and_pass_the_start_up_checks(recipe):
     from trl import DatasetMixtureConfig, ModelConfig
 
     from alignment.configs import AlignmentScriptArguments
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
     from alignment.trainers.group_rl import resolve_reward_funcs
     from alignment.trainers.reward_weighting import check_reward_weighting_config
 
@@ -376,7 +376,7 @@ def test_recipe_settings_follow_the_papers():
     from trl import DatasetMixtureConfig, ModelConfig
 
     from alignment.configs import AlignmentScriptArguments
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     def load(name):
         return parse_recipe((AlignmentScriptArguments, GroupRLConfig, ModelConfig, DatasetMixtureConfig),

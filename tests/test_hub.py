@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alignment.hub import DEFAULT_IGNORE_PATTERNS, render_model_card, write_model_card
+from alignment.modeling.hub import DEFAULT_IGNORE_PATTERNS, render_model_card, write_model_card
 
 try:
     from tests.fake_hub import card_metadata_errors, fake_hub, git_blob_oid  # noqa: F401 - `fake_hub` is a fixture
@@ -137,7 +137,7 @@ RESULTS = {
 
 def _converted_alias_dir(tmp_path: Path) -> Path:
     """A directory as `prepare_embedded_model` leaves it: its marker names the alias it was converted from."""
-    from alignment.models import MARKER_FILE, MARKER_FORMAT
+    from alignment.modeling.models import MARKER_FILE, MARKER_FORMAT
 
     model_dir = tmp_path / "cache" / "models" / "smollm2-135m-instruct"
     model_dir.mkdir(parents=True)
@@ -271,7 +271,7 @@ def test_card_embeds_the_run_plots(tmp_path):
 
 
 def test_finalize_run_card_names_the_full_repo_id(tmp_path):
-    from alignment.script_utils import finalize_run
+    from alignment.commands.script_utils import finalize_run
 
     out = tmp_path / "my-dpo-model"
     finalize_run(output_dir=str(out), method="sigmoid", base_model=SMOLLM2, recipe={"dataset_name": "task-suite"},
@@ -284,7 +284,7 @@ def test_finalize_run_card_names_the_full_repo_id(tmp_path):
 
 
 def test_finalize_run_merged_folder_carries_the_plots_its_card_links(tmp_path):
-    from alignment.script_utils import finalize_run
+    from alignment.commands.script_utils import finalize_run
 
     out, merged = tmp_path / "out", tmp_path / "out" / "merged"
     (out / "plots").mkdir(parents=True)
@@ -351,7 +351,7 @@ def test_fake_hub_refuses_a_commit_of_a_bad_card(fake_hub):
 # --------------------------------------------------------------------------------------------------------- e2e
 PUSH_SCRIPT = """
 import json, sys
-from alignment.hub import push_folder_to_hub
+from alignment.modeling.hub import push_folder_to_hub
 print(json.dumps({"url": push_folder_to_hub(sys.argv[1], sys.argv[2], commit_message=sys.argv[3])}))
 """
 

@@ -77,7 +77,7 @@ def test_parse_recipe_redacts_a_token_from_the_recipe_file_and_the_command_line(
 
     from alignment.configs import AlignmentScriptArguments, PreferenceConfig
     from alignment.redaction import REDACTED
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     recipe_file = tmp_path / "recipe.yaml"
     recipe = yaml.safe_load((ROOT / "recipes/tiny/dpo.yaml").read_text())
@@ -115,7 +115,7 @@ def _fail_if_loaded(*args, **kwargs):
     ["--push_to_hub", "true", "--output_dir", "{tmp}/my run"],
 ])
 def test_invalid_hub_model_id_is_rejected_before_the_model_loads(main, bad, monkeypatch, tmp_path):
-    from alignment import cli, reward_cli
+    from alignment.commands import cli, reward_cli
 
     monkeypatch.setattr(cli, "load_model_and_tokenizer", _fail_if_loaded)
     monkeypatch.setattr(reward_cli, "load_reward_model_and_tokenizer", _fail_if_loaded)
@@ -166,7 +166,7 @@ def test_hub_token_is_used_for_the_push_and_written_nowhere(fake_hub, tiny_model
 
 def test_doremi_writes_the_token_nowhere(tiny_model_dir, tmp_path):
     # run_doremi copies the base recipe into `main_recipe.yaml` (a recipe to run, so the token is dropped, not masked).
-    from alignment.doremi import run_doremi
+    from alignment.commands.doremi import run_doremi
 
     token = f"hf_TEST{secrets.token_hex(16)}"
     recipe = yaml.safe_load((ROOT / "recipes/tiny/doremi.yaml").read_text())

@@ -118,7 +118,7 @@ def test_generator_writes_the_sampling_policys_sequence_logps(tiny_model_dir, tm
 
     from trl import DPOConfig, DPOTrainer
 
-    from alignment.generate_cli import generate_main
+    from alignment.commands.generate_cli import generate_main
 
     (tmp_path / "verifier.py").write_text(
         "def shorter(prompts, completions, **kwargs):\n"
@@ -171,7 +171,7 @@ def test_generator_writes_the_sampling_policys_sequence_logps(tiny_model_dir, tm
 def test_ref_model_name_or_path_is_the_reference_not_the_starting_weights(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from alignment import cli
+    from alignment.commands import cli
     from alignment.testing import preference_pairs
 
     other = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -211,7 +211,7 @@ def _iterate_recipe(tmp_path: Path, model_dir: str, **overrides) -> Path:
 
 
 def test_two_inpo_rounds_reference_fixed_at_m0_and_columns_from_the_round_policy(tiny_model_dir, tmp_path):
-    from alignment.iterate_cli import iterate_main
+    from alignment.commands.iterate_cli import iterate_main
     from alignment.pair_generation import policy_sequence_logps
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -238,7 +238,7 @@ def test_two_inpo_rounds_reference_fixed_at_m0_and_columns_from_the_round_policy
     ({"generate": {"dataset_name": "x", "reward_funcs": ["accuracy_reward"]}}, "set `record_policy_logps: true`"),
 ])
 def test_iterate_refuses_inpo_without_its_columns_or_a_fixed_reference(tiny_model_dir, tmp_path, overrides, message):
-    from alignment.iterate_cli import iterate_main
+    from alignment.commands.iterate_cli import iterate_main
 
     with pytest.raises(ValueError, match=message):
         iterate_main(["--config", str(_iterate_recipe(tmp_path, tiny_model_dir, **overrides))])
@@ -249,8 +249,8 @@ def test_the_smollm2_recipe_parses_and_passes_the_pre_round_checks(tmp_path):
     from trl import DatasetMixtureConfig, ModelConfig
 
     from alignment.configs import AlignmentScriptArguments, PreferenceConfig
-    from alignment.iterate_cli import IterativeArguments, _check_round_policy_columns, _train_recipe
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.iterate_cli import IterativeArguments, _check_round_policy_columns, _train_recipe
+    from alignment.commands.script_utils import parse_recipe
     from alignment.trainers.preference_config import resolve_loss_hparams
 
     args, *_ = parse_recipe((IterativeArguments,), ["--config", str(ROOT / "recipes/smollm2-135m/inpo.yaml")])

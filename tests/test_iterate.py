@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alignment.iterate_cli import IterativeArguments, iterate_main
+from alignment.commands.iterate_cli import IterativeArguments, iterate_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

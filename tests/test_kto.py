@@ -15,7 +15,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.configs import KTOAlignmentConfig
 from alignment.data_layouts import unpaired_split
 from alignment.unpaired import UNPAIRED_LOSSES, kl_reference_point

@@ -98,8 +98,9 @@ def test_merge_option_pushes_base_plus_adapter(fake_hub, tiny_model_dir, tmp_pat
 
 
 def test_lora_sft_and_reward_save_adapters_and_merge(tiny_model_dir, tmp_path):
-    from alignment.cli import sft_main
-    from alignment.reward_cli import load_reward_model, reward_main
+    from alignment.commands.cli import sft_main
+    from alignment.commands.reward_cli import reward_main
+    from alignment.modeling.reward_model import load_reward_model
 
     sft_out = tmp_path / "sft"
     sft_main(["--config", "recipes/tiny/sft.yaml", "--model_name_or_path", tiny_model_dir, "--output_dir",
@@ -128,7 +129,7 @@ def test_lora_sft_and_reward_save_adapters_and_merge(tiny_model_dir, tmp_path):
 def test_quantized_loading_without_cuda_fails_before_loading(field, tiny_model_dir, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from alignment.cli import dpo_main
+    from alignment.commands.cli import dpo_main
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the check")
@@ -142,8 +143,8 @@ def test_quantized_loading_without_cuda_fails_before_loading(field, tiny_model_d
 def test_qlora_recipes_fail_on_cpu_naming_the_field(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("checks the error raised on a machine without CUDA")
-    from alignment.cli import dpo_main, grpo_main, sft_main
-    from alignment.reward_cli import reward_main
+    from alignment.commands.cli import dpo_main, grpo_main, sft_main
+    from alignment.commands.reward_cli import reward_main
 
     for main, recipe in ((dpo_main, "dpo-qlora"), (sft_main, "sft-qlora"), (grpo_main, "grpo-qlora"),
                          (reward_main, "reward-qlora")):
@@ -153,7 +154,7 @@ def test_qlora_recipes_fail_on_cpu_naming_the_field(tmp_path):
 
 
 def test_merge_without_lora_fails_before_loading(tiny_model_dir, tmp_path):
-    from alignment.cli import dpo_main
+    from alignment.commands.cli import dpo_main
 
     with pytest.raises(ValueError, match="`merge_adapters_before_push: true`.*`use_peft`"):
         dpo_main(["--config", "recipes/tiny/dpo.yaml", "--model_name_or_path", tiny_model_dir,
@@ -216,7 +217,7 @@ def test_lora_reference_is_the_base_model_with_adapters_disabled(tiny_model_dir,
 
 
 def test_adapter_card_metadata():
-    from alignment.hub import render_model_card
+    from alignment.modeling.hub import render_model_card
 
     card = render_model_card(model_name="me/adapter", base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
                              method="sigmoid", recipe={"use_peft": True}, adapter=True)
@@ -239,7 +240,7 @@ def test_lora_reference_benchmark_counts_one_model_for_lora(tmp_path):
 
 
 def test_lora_grpo_with_kl_uses_no_reference_copy_and_merges(tiny_model_dir, tmp_path):
-    from alignment.cli import grpo_main
+    from alignment.commands.cli import grpo_main
 
     out = tmp_path / "grpo"
     trainer, _ = grpo_main(["--config", "recipes/tiny/grpo.yaml", "--model_name_or_path", tiny_model_dir,

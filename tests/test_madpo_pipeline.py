@@ -88,7 +88,7 @@ def test_invalid_noise_is_rejected():
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_model_dir, tmp_path_factory):
-    from alignment import reward_cli
+    from alignment.commands import reward_cli
 
     root = tmp_path_factory.mktemp("madpo-pipeline")
     rm_dir, margins_dir = root / "rm", root / "margins"
@@ -149,7 +149,7 @@ def test_annotated_margins_are_finite_and_match_an_independent_score(pipeline):
 
 
 def test_madpo_trains_on_the_annotated_pairs(pipeline, tiny_model_dir, tmp_path):
-    from alignment import cli
+    from alignment.commands import cli
 
     out = tmp_path / "madpo"
     trainer, results = cli.dpo_main(
@@ -163,7 +163,7 @@ def test_madpo_trains_on_the_annotated_pairs(pipeline, tiny_model_dir, tmp_path)
 
 
 def test_annotate_without_chosen_names_the_column(pipeline, tmp_path):
-    from alignment import reward_cli
+    from alignment.commands import reward_cli
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -174,7 +174,7 @@ def test_annotate_without_chosen_names_the_column(pipeline, tmp_path):
 
 
 def test_annotate_reads_a_single_file(pipeline, tmp_path):
-    from alignment import reward_cli
+    from alignment.commands import reward_cli
 
     pairs = ROOT / "examples/data/preference-standard/train.jsonl"
     reward_cli.annotate_main(["--reward_model", str(pipeline["rm"]), "--dataset_name", str(pairs),
@@ -184,7 +184,7 @@ def test_annotate_reads_a_single_file(pipeline, tmp_path):
 
 
 def test_annotate_rejects_a_model_that_is_not_a_reward_model(tiny_model_dir):
-    from alignment.reward_cli import load_reward_model
+    from alignment.modeling.reward_model import load_reward_model
 
     with pytest.raises(ValueError, match="num_labels"):
         load_reward_model(tiny_model_dir)
@@ -193,7 +193,7 @@ def test_annotate_rejects_a_model_that_is_not_a_reward_model(tiny_model_dir):
 def test_smollm2_reward_recipe_parses():
     from trl import DatasetMixtureConfig, ModelConfig, RewardConfig
 
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     script_args, training_args, model_args, _, _ = parse_recipe(
         (AlignmentScriptArguments, RewardConfig, ModelConfig, DatasetMixtureConfig),

@@ -241,7 +241,7 @@ def test_recipe_yaml_section_parses_with_the_trl_parser(tmp_path):
     from trl import DatasetMixtureConfig, ModelConfig
 
     from alignment.configs import PreferenceConfig
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(

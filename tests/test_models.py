@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from alignment import models
-from alignment.models import (
+from alignment.modeling import models
+from alignment.modeling.models import (
     EMBEDDED_MODELS,
     MARKER_FILE,
     MARKER_FORMAT,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.testing import preference_pairs
 from alignment.trainers.process_state import load_per_process_state
 from alignment.trainers.finite_guard import NonFiniteGuard, NonFiniteTrainingError, nonfinite_entries
@@ -41,7 +41,7 @@ def nan_at_step_script(step: int) -> str:
     """A run of `scripts/run_dpo.py` whose loss turns NaN at one optimizer step (a loss that diverges)."""
     return (
         "import sys\n"
-        "from alignment import cli\n"
+        "from alignment.commands import cli\n"
         "original, calls = cli.PreferenceTrainer.compute_loss, [0]\n"
         "def compute_loss(self, *args, **kwargs):\n"
         "    calls[0] += 1\n"

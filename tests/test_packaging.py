@@ -16,8 +16,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from alignment import console, versions
-from alignment.packaged import packaged_dir, resolve_accelerate_config, resolve_recipe
+from alignment.commands import console, versions
+from alignment.commands.packaged import packaged_dir, resolve_accelerate_config, resolve_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_parse_recipe_reads_a_packaged_recipe_by_name(tmp_path, monkeypatch):
     from trl import DatasetMixtureConfig, ModelConfig
 
     from alignment.configs import AlignmentScriptArguments, PreferenceConfig
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     monkeypatch.chdir(tmp_path)  # no recipes/ here
     script_args, training_args, *_, recipe = parse_recipe(
@@ -74,8 +74,8 @@ def test_parse_recipe_reads_a_packaged_recipe_by_name(tmp_path, monkeypatch):
 
 
 def test_iterate_and_doremi_resolve_their_recipes_by_name(tmp_path, monkeypatch):
-    from alignment.doremi import parse_args
-    from alignment.iterate_cli import _train_recipe
+    from alignment.commands.doremi import parse_args
+    from alignment.commands.iterate_cli import _train_recipe
 
     monkeypatch.chdir(tmp_path)
     args, _ = parse_args(["--config", "tiny/doremi", "--output_dir", "out"])
@@ -91,7 +91,7 @@ def test_iterate_and_doremi_resolve_their_recipes_by_name(tmp_path, monkeypatch)
 def test_every_step_has_a_console_script_and_a_module(monkeypatch):
     scripts = dict(line.split(" = ") for line in
                    _setup_cfg()["options.entry_points"]["console_scripts"].strip().splitlines())
-    assert scripts.pop("alignment") == "alignment.console:main"
+    assert scripts.pop("alignment") == "alignment.commands.console:main"
     assert {f"alignment-{name}" for name in console.STEPS} <= set(scripts)
     ran = []
     monkeypatch.setattr(console, "run_step", lambda name, argv=None: ran.append(name))
@@ -123,8 +123,8 @@ def test_accelerate_config_by_name_relaunches_the_step_module(monkeypatch):
 def test_help_lists_config_and_the_recipe_fields_without_loading_trainers(tmp_path):
     """The first `--help` imports the dataclasses only (not the trainers, not datasets); the next one prints the cached
     text without importing torch or transformers at all."""
-    heavy = ("alignment.cli", "alignment.trainers", "datasets", "transformers", "torch")
-    code = (f"import sys; from alignment.console import run_step; run_step('dpo', ['--help']); "
+    heavy = ("alignment.commands.cli", "alignment.trainers", "datasets", "transformers", "torch")
+    code = (f"import sys; from alignment.commands.console import run_step; run_step('dpo', ['--help']); "
             f"print('LOADED', [m for m in {heavy} if m in sys.modules])")
     env = dict(os.environ, ALIGNMENT_CACHE=str(tmp_path), COLUMNS="100")
     first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -143,7 +143,7 @@ class _Parsed(Exception):
 @pytest.mark.parametrize("name", [name for name, step in console.STEPS.items() if step.dataclasses])
 def test_help_dataclasses_are_what_the_step_parses(name, monkeypatch):
     """The fast `--help` lists the dataclasses the step's main really parses (the table cannot drift)."""
-    import alignment.script_utils as script_utils
+    import alignment.commands.script_utils as script_utils
 
     def capture(dataclass_types, argv=None):
         raise _Parsed(tuple(dataclass_types))

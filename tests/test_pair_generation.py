@@ -81,8 +81,8 @@ def test_generate_pairs_end_to_end_with_a_file_reward_then_dpo(tiny_model_dir, t
     import json
     from pathlib import Path
 
-    from alignment import cli
-    from alignment.generate_cli import generate_main
+    from alignment.commands import cli
+    from alignment.commands.generate_cli import generate_main
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(tmp_path)  # the file reward is given relative to the working directory
@@ -116,7 +116,7 @@ def test_generate_pairs_end_to_end_with_a_file_reward_then_dpo(tiny_model_dir, t
 
 
 def test_vllm_sampling_is_refused_before_anything_loads_without_vllm_or_cuda():
-    from alignment.generate_cli import PairGenerationArguments
+    from alignment.commands.generate_cli import PairGenerationArguments
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine: the refusal depends on vLLM alone there")

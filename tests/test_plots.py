@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alignment import cli, plots
+from alignment import plots
+from alignment.commands import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -125,7 +126,7 @@ def test_every_run_leaves_plots_of_its_own_loss_history(dpo_run):
 
 
 def test_alignment_plot_redraws_a_past_run(dpo_run, tmp_path, monkeypatch, capsys):
-    from alignment import console
+    from alignment.commands import console
 
     out, _, _ = dpo_run
     past = tmp_path / "past"

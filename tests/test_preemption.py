@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.resume import checkpoint_problems, checkpoints_newest_first
 from alignment.preemption import PREEMPTED_EXIT_CODE
 from tests.launching import run_launch

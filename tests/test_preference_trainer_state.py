@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.trainers.preference import LOSS_STATE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -59,7 +59,7 @@ def test_a_run_on_local_data_pushes_a_card_the_hub_accepts(fake_hub, tiny_model_
 
     import yaml
 
-    from alignment.models import MARKER_FILE, MARKER_FORMAT
+    from alignment.modeling.models import MARKER_FILE, MARKER_FORMAT
 
     model_dir = tmp_path / "smollm2-135m-instruct"  # the tiny model, marked as if converted from the alias
     shutil.copytree(tiny_model_dir, model_dir)

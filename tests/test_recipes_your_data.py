@@ -25,8 +25,8 @@ import pytest
 import torch
 import yaml
 
-from alignment import cli
-from alignment.reward_cli import reward_main
+from alignment.commands import cli
+from alignment.commands.reward_cli import reward_main
 from alignment.unpaired import UNPAIRED_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def test_your_data_recipes_have_no_task_suite_fields_and_run_as_shipped(tiny_mod
 
 
 def test_generate_pairs_recipe_samples_and_scores_your_prompts(tiny_model_dir, tmp_path):
-    from alignment.generate_cli import generate_main
+    from alignment.commands.generate_cli import generate_main
 
     out = tmp_path / "pairs"
     argv = ["--config", str(ROOT / "recipes/smollm2-135m/generate-pairs.yaml"), "--model_name_or_path",
@@ -155,8 +155,8 @@ def test_generate_pairs_recipe_samples_and_scores_your_prompts(tiny_model_dir, t
 
 
 def test_iterative_recipe_parses_and_its_train_section_resolves():
-    from alignment.iterate_cli import IterativeArguments, _train_recipe
-    from alignment.script_utils import parse_recipe
+    from alignment.commands.iterate_cli import IterativeArguments, _train_recipe
+    from alignment.commands.script_utils import parse_recipe
 
     args = parse_recipe((IterativeArguments,), ["--config", str(ROOT / "recipes/smollm2-135m/iterative-dpo.yaml")])[0]
     train = _train_recipe(args.train)

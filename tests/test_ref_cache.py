@@ -282,7 +282,7 @@ def test_malformed_meta_is_rebuilt_not_a_crash(tmp_path, caplog, shards):
 
 def _store_behind_the_checksums(directory: Path, values: ReferenceLogpsCache) -> None:
     """Replace a 1-shard entry's values and re-sign meta.json: a verified file whose numbers are bad."""
-    from alignment.models import file_sha256
+    from alignment.modeling.models import file_sha256
 
     shard = write_shard(directory, 0, 1, values)
     meta = json.loads((directory / META_NAME).read_text())

@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignment import cli
+from alignment.commands import cli
 from alignment.resume import checkpoint_problems, newest_complete_checkpoint
-from alignment.script_utils import resolve_resume_checkpoint
+from alignment.commands.script_utils import resolve_resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

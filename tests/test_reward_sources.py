@@ -233,12 +233,12 @@ def test_grpo_reward_that_breaks_on_the_first_example_fails_before_training(tiny
 
 def test_recipe_config_checks_reward_strings_before_any_model_loads(tiny_model_dir, reward_model_dir, reward_file,
                                                                     tmp_path, monkeypatch):
-    import alignment.reward_cli
+    import alignment.modeling.reward_model
 
     def no_weights(*args, **kwargs):
         raise AssertionError("the config check must not load a reward model's weights")
 
-    monkeypatch.setattr(alignment.reward_cli, "load_reward_model", no_weights)
+    monkeypatch.setattr(alignment.modeling.reward_model, "load_reward_model", no_weights)
     args = trainer_test_args(tmp_path, num_generations=G, per_device_train_batch_size=G)
     config = GroupRLConfig(**args, reward_funcs=["accuracy_reward", reward_model_dir, "my_rewards.py:length_penalty"],
                            reward_kwargs={reward_model_dir: {"batch_size": 8}})

@@ -9,7 +9,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from alignment import cli
+from alignment.commands import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alignment import cli
+from alignment.commands import cli
 
 try:
     from tests.fake_hub import fake_hub  # noqa: F401 - fixture
@@ -98,7 +98,7 @@ def test_an_evaluation_failure_after_training_still_saves_cards_and_pushes(fake_
     argv = _argv(tmp_path, tiny_model_dir, data, "--push_to_hub", "true", "--hub_model_id", "fake-user/eval-fails")
     # The evaluation breaks after training (here: by hand, in the child process); everything else must still happen.
     program = ("import sys\n"
-               "import alignment.cli as cli\n"
+               "import alignment.commands.cli as cli\n"
                "def broken(*args, **kwargs):\n"
                "    raise MemoryError('out of memory while generating')\n"
                "cli.evaluate_trained_model = broken\n"

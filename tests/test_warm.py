@@ -133,7 +133,7 @@ def _params(path):
 def test_alignment_warm_writes_the_average_a_tokenizer_and_a_card(members, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from alignment import console
+    from alignment.commands import console
 
     out = tmp_path / "merged"
     assert console.run_step("warm", ["--checkpoints", *members["paths"], "--output_dir", str(out)]) == 0
@@ -254,7 +254,7 @@ def test_init_fingerprint_sees_the_head_seed(tiny_model_dir):
 
 
 def test_members_with_the_same_seed_and_different_data_seed_share_their_init(tiny_model_dir, tmp_path):
-    from alignment import reward_cli
+    from alignment.commands import reward_cli
 
     recipe = ["--config", str(ROOT / "recipes/tiny/warm.yaml"), "--model_name_or_path", tiny_model_dir]
     runs = {}

@@ -6,6 +6,9 @@ importing the package stays cheap.
 
 from importlib import import_module
 
+# `dataset_name` value that selects the embedded verifiable task suite instead of a Hub id or a local path.
+TASK_SUITE = "task-suite"
+
 _EXPORTS = {
     "ANSWER_INSTRUCTION": "tasks", "DOMAINS": "tasks", "TaskItem": "tasks", "register_domain": "tasks",
     "generate_tasks": "tasks", "build_snapshot": "tasks", "write_snapshot": "tasks", "load_task_suite": "tasks",

@@ -30,8 +30,8 @@ What is reused and what is written here, and why:
   same texts itself: ``prompt + completion`` (the reward tokenizer's chat template when the prompts are
   conversational, as TRL's ``_calculate_rewards``), no special tokens added, right-padded, in eval mode and
   ``inference_mode``, the logit of label 0 (TRL's convention for num_labels=1), in batches with
-  `alignment.reward_cli.score_sequences` on the model's device (`RewardModelReward.to`). Loading and the num_labels
-  check are `alignment.reward_cli.load_reward_model`.
+  `alignment.modeling.reward_model.score_sequences` on the model's device (`RewardModelReward.to`). Loading and the
+  num_labels check are `alignment.modeling.reward_model.load_reward_model`.
 * Pickling: TRL 1.16's ``GRPOTrainer`` does not pickle rewards; its experimental ``AsyncGRPOTrainer`` sends them to a
   spawned process. File rewards live in a module that process cannot import by name, so `SourcedReward` and
   `RewardModelReward` pickle as their spec and kwargs and are resolved again on the other side (a reward model is
@@ -123,7 +123,7 @@ class RewardModelReward:
     def __call__(self, prompts=None, completions=None, **kwargs: Any) -> list[float]:
         import torch
 
-        from ..reward_cli import score_sequences
+        from ..modeling.reward_model import score_sequences  # torch + transformers: loaded when a reward model scores
 
         if prompts is None or completions is None:
             raise ValueError(f"reward model {self.__name__!r} needs `prompts` and `completions`.")
@@ -265,7 +265,7 @@ def _reward_model(spec: str, kwargs: Mapping[str, Any], tried: list[str], load: 
     if not isinstance(getattr(torch, str(options["dtype"]), None), torch.dtype):
         raise ValueError(f"reward model {spec!r}: `dtype` must name a torch dtype (float32, bfloat16, float16), "
                          f"got {options['dtype']!r}.")
-    from ..reward_cli import load_reward_model
+    from ..modeling.reward_model import load_reward_model  # torch + transformers: loaded when a reward model loads
 
     try:
         if not load:

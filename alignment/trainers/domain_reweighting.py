@@ -45,6 +45,7 @@ from ..domain_rules import (
     validate_domain_update,
 )
 from ..mixtures import temperature_shares
+from ..recipe_values import parse_mapping_text
 from .domain_gradients import DomainGradients
 from .domain_sampler import DomainWeightedSampler, prefetch_lag
 from .gradients import select_gradient_parameters
@@ -79,18 +80,7 @@ def load_mapping(value: Any, field_name: str) -> dict[str, float] | None:
     """
     if value is None or value == {}:
         return None
-    if isinstance(value, str):
-        path = Path(value)
-        if path.is_file():
-            import yaml
-
-            value = yaml.safe_load(path.read_text())
-        else:
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"`{field_name}` must be a mapping, a JSON string or an existing file; "
-                                 f"got {value!r}.") from exc
+    value = parse_mapping_text(value, field_name=field_name, files=True)
     if isinstance(value, Mapping):
         for key in ("domain_weights", "weights"):
             if isinstance(value.get(key), Mapping):

@@ -54,7 +54,7 @@ class DomainSFTTrainer(TrainerHooks, DomainReweightingMixin, SFTTrainer):
     def _load_reference(self, path: str):
         from transformers import AutoModelForCausalLM
 
-        from ..models import resolve_model_name_or_path
+        from ..modeling.models import resolve_model_name_or_path
 
         dtype = next(self.model.parameters()).dtype
         reference = AutoModelForCausalLM.from_pretrained(resolve_model_name_or_path(path), dtype=dtype)

@@ -23,11 +23,9 @@ import torch.distributed as dist
 from accelerate.utils import is_peft_model
 from torch import nn
 
-from ..masks import SparseMaskHeads, mapo_mask
+from ..masks import MAPO_ACTIVATIONS, SparseMaskHeads, mapo_mask
 from ..token_kl import token_kl
 
-MASK_KINDS = ("learned", "mapo")
-MAPO_ACTIVATIONS = ("resid", "mlp", "attn", "logits")
 MASK_HEADS_NAME = "sparsepo_mask_heads.pt"
 # Module names (last component) taken as a decoder layer's MLP / attention block for the MaPO activations.
 _MLP_NAMES = ("mlp", "feed_forward", "ffn")
@@ -35,21 +33,6 @@ _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
 # Config fields by which some architectures scale or soft-cap the logits; `token_kl` handles plain linear heads only.
 _HEAD_SCALING_FIELDS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
                         "logits_scaling")
-
-
-def check_sparse_settings(*, mask: str, dropout: float, mask_weight_decay: float,
-                          mapo_activations: list[str] | tuple[str, ...]) -> None:
-    """Value checks of the `PreferenceConfig` SparsePO fields (run by the config itself, at parse time)."""
-    if mask not in MASK_KINDS:
-        raise ValueError(f"`sparsepo_mask` must be one of {MASK_KINDS}, got {mask!r}.")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"`sparsepo_mask_dropout` must be in [0, 1), got {dropout}.")
-    if not mask_weight_decay >= 0:
-        raise ValueError(f"`mask_weight_decay` must be >= 0, got {mask_weight_decay}.")
-    unknown = sorted(set(mapo_activations) - set(MAPO_ACTIVATIONS))
-    if unknown or not mapo_activations:
-        raise ValueError(f"`sparsepo_mapo_activations` must be a non-empty list from {MAPO_ACTIVATIONS}, got "
-                         f"{list(mapo_activations)}.")
 
 
 def _layer_blocks(backbone: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:

@@ -1,30 +1,25 @@
 """The recipe entry points behind `scripts/run_*.py` and the `alignment-dpo` / `-sft` / `-grpo` console scripts.
 
 Each reads a YAML recipe with TRL's parser (`--config recipe.yaml`, CLI overrides), trains, evaluates, saves, and
-pushes if asked. They return `(trainer, results)` so tests can inspect a run.
+pushes if asked. They return `(trainer, results)` so tests can inspect a run. `run_recipe` is the one runner behind
+them and behind reward-model training (`alignment.commands.reward_cli.reward_main`).
 """
 
 import logging
 
 from trl import DatasetMixtureConfig, ModelConfig
 
-from .adapters import merged_output
-from .configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, KTOAlignmentConfig, PreferenceConfig
-from .data_layouts import is_trainable_split, normalize_layouts, source_format
-from .data_loading import load_recipe_datasets, split_or_fail
-from .evaluation import evaluate_answers, prepare_evaluation
-from .script_utils import (
-    answer_eval_dataset,
-    evaluate_trained_model,
-    finalize_run,
-    load_model_and_tokenizer,
-    start_run,
-    train_and_save,
-)
-from .trainers import PreferenceTrainer
-from .trainers.group_rl import GroupRLTrainer
-from .trainers.kto import KTOAlignmentTrainer
-from .trainers.sft import DomainSFTTrainer
+from ..configs import AlignmentScriptArguments, AlignmentSFTConfig, GroupRLConfig, KTOAlignmentConfig, PreferenceConfig
+from ..data_layouts import is_trainable_split, normalize_layouts, source_format
+from ..data_loading import load_recipe_datasets, split_or_fail
+from ..evaluation import evaluate_answers, prepare_evaluation
+from ..modeling.adapters import merged_output
+from ..modeling.model_loading import load_model_and_tokenizer
+from ..trainers import PreferenceTrainer
+from ..trainers.group_rl import GroupRLTrainer
+from ..trainers.kto import KTOAlignmentTrainer
+from ..trainers.sft import DomainSFTTrainer
+from .script_utils import answer_eval_dataset, evaluate_trained_model, finalize_run, start_run, train_and_save
 
 logger = logging.getLogger("alignment")
 
@@ -43,16 +38,32 @@ def _guarded(errors: dict[str, str], name: str, evaluate):
         return None
 
 
-def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_training_only: bool):
-    """Parse a recipe, evaluate before (optional), train, save, evaluate after, write results, push (optional)."""
+def run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_training_only: bool, *,
+               load_model=None, model_before_data: bool = False, check_splits=None, answer_evaluation: bool = True,
+               evaluate_held_out=None):
+    """Parse a recipe, evaluate before (optional), train, save, evaluate after, write results, push (optional).
+
+    What differs between steps, keyword-only: ``load_model(model_args, script_args, training_args) -> (model,
+    tokenizer, path)`` (default `load_model_and_tokenizer`); ``model_before_data`` (a reward model's random head is
+    drawn right after the seed is set, as it always was); ``check_splits(train_dataset, eval_dataset)`` run before
+    training; ``answer_evaluation`` (the greedy-generation evaluation; off for a model that does not generate);
+    ``evaluate_held_out(trainer, tokenizer, eval_dataset, training_args, results)`` adds its results after training,
+    on the main process, when there is a held-out split.
+    """
     script_args, training_args, model_args, mixture_args, recipe, state = start_run(
         (AlignmentScriptArguments, config_cls, ModelConfig, DatasetMixtureConfig), argv
     )
+    load_model = load_model or load_model_and_tokenizer  # looked up per call: tests replace it on this module
+    if model_before_data:
+        model, tokenizer, model_path = load_model(model_args, script_args, training_args)
     # Data before the model: a missing file, a bad layout or an empty split fails in seconds, not after a load.
     data = normalize_layouts(load_recipe_datasets(script_args, mixture_args, fmt=source_format(fmt)), fmt)
-    model, tokenizer, model_path = load_model_and_tokenizer(model_args, script_args, training_args)
+    if not model_before_data:
+        model, tokenizer, model_path = load_model(model_args, script_args, training_args)
     train_dataset = split_or_fail(data, script_args.dataset_train_split, "dataset_train_split")
     eval_dataset = data.get(script_args.dataset_test_split)
+    if check_splits is not None:
+        check_splits(train_dataset, eval_dataset)
     if eval_during_training_only and training_args.eval_strategy == "no":
         eval_dataset = None
     if eval_dataset is not None and not is_trainable_split(eval_dataset, fmt):
@@ -65,7 +76,7 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
     eval_specs, eval_kwargs = script_args.eval_reward_funcs, script_args.eval_reward_kwargs
     if not eval_specs and fmt == "prompt_only":
         eval_specs, eval_kwargs = list(training_args.reward_funcs), dict(training_args.reward_kwargs)
-    answers = answer_eval_dataset(script_args, data, have_rewards=bool(eval_specs))
+    answers = answer_eval_dataset(script_args, data, have_rewards=bool(eval_specs)) if answer_evaluation else None
     eval_rewards = None
     if answers is not None and (script_args.eval_before_training or script_args.eval_after_training):
         # a layout, a column or a reward the evaluation cannot use fails now, not after training
@@ -91,6 +102,9 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
         if metrics is not None:
             results[key] = metrics
     if trainer.accelerator.is_main_process:
+        if evaluate_held_out is not None and eval_dataset is not None:
+            _guarded(errors, "held-out", lambda: evaluate_held_out(trainer, tokenizer, eval_dataset, training_args,
+                                                                   results))
         if answers is not None and script_args.eval_after_training:
             after = _guarded(errors, "after", lambda: evaluate_trained_model(
                 trainer, tokenizer, answers, script_args, training_args.output_dir, eval_rewards))
@@ -118,8 +132,8 @@ def _run_recipe(argv, config_cls, trainer_cls, fmt: str, method_of, eval_during_
 
 def dpo_main(argv=None):
     """Preference training with a loss from `alignment.losses` (`loss_type`)."""
-    return _run_recipe(argv, PreferenceConfig, PreferenceTrainer, "preference",
-                       lambda args: "+".join(args.loss_type), eval_during_training_only=False)
+    return run_recipe(argv, PreferenceConfig, PreferenceTrainer, "preference",
+                      lambda args: "+".join(args.loss_type), eval_during_training_only=False)
 
 
 def kto_main(argv=None):
@@ -130,12 +144,12 @@ def kto_main(argv=None):
 
 def sft_main(argv=None):
     """Supervised fine-tuning with TRL's SFTTrainer (plus optional online domain reweighting)."""
-    return _run_recipe(argv, AlignmentSFTConfig, DomainSFTTrainer, "sft", lambda args: "sft",
-                       eval_during_training_only=True)
+    return run_recipe(argv, AlignmentSFTConfig, DomainSFTTrainer, "sft", lambda args: "sft",
+                      eval_during_training_only=True)
 
 
 def grpo_main(argv=None):
     """Group-relative RL (GRPO, Dr. GRPO, DAPO, NGRPO, ...) with advantages from `alignment.advantages`."""
-    return _run_recipe(argv, GroupRLConfig, GroupRLTrainer, "prompt_only",
-                       lambda args: f"group-rl ({args.advantage_estimator})", eval_during_training_only=True)
+    return run_recipe(argv, GroupRLConfig, GroupRLTrainer, "prompt_only",
+                      lambda args: f"group-rl ({args.advantage_estimator})", eval_during_training_only=True)
 

@@ -3,8 +3,8 @@
 `alignment list` command, and `python -m alignment.<step>`: one table of steps, one way to run each.
 
 Every step:
-- warns once about an untested TRL/transformers/torch/... version (`alignment.versions`);
-- takes `--config` as a path or a packaged recipe name (`--config smollm2-135m/dpo`, see `alignment.packaged`);
+- warns once about an untested TRL/transformers/torch/... version (`alignment.commands.versions`);
+- takes `--config` as a path or a packaged recipe name (`--config smollm2-135m/dpo`, see `alignment.commands.packaged`);
 - with `--accelerate_config NAME|PATH` relaunches itself under `accelerate launch --config_file <config>` (TRL's
   `trl dpo --accelerate_config zero3`); `alignment launch [accelerate launch options] <step> ...` passes any other
   launch option (`--num_processes`, `--num_machines`, `--machine_rank`, `--main_process_ip`, ...);
@@ -22,6 +22,8 @@ import importlib
 import sys
 from dataclasses import dataclass
 
+# Every command starts here, so this module imports nothing of the package at module level: a step's own modules
+# (trainers, datasets, torch) load only when it runs, which keeps `--help`, `alignment-plot` and the version check fast.
 _RECIPE_DATACLASSES = ("alignment.configs:AlignmentScriptArguments", "{config}", "trl:ModelConfig",
                        "trl:DatasetMixtureConfig")
 
@@ -39,23 +41,26 @@ def _recipe(config: str) -> tuple[str, ...]:
 
 
 STEPS = {
-    "dpo": Step("alignment.cli:dpo_main", "preference training (DPO and the alignment.losses registry)",
+    "dpo": Step("alignment.commands.cli:dpo_main", "preference training (DPO and the alignment.losses registry)",
                 _recipe("alignment.configs:PreferenceConfig")),
-    "kto": Step("alignment.cli:kto_main", "unpaired preference training (KTO; the alignment.unpaired registry)",
+    "kto": Step("alignment.commands.cli:kto_main", "unpaired preference training (KTO; the alignment.unpaired registry)",
                 _recipe("alignment.configs:KTOAlignmentConfig")),
-    "sft": Step("alignment.cli:sft_main", "supervised fine-tuning (optionally with domain reweighting)",
+    "sft": Step("alignment.commands.cli:sft_main", "supervised fine-tuning (optionally with domain reweighting)",
                 _recipe("alignment.configs:AlignmentSFTConfig")),
-    "grpo": Step("alignment.cli:grpo_main", "group-relative RL (GRPO and the alignment.advantages registry)",
+    "grpo": Step("alignment.commands.cli:grpo_main", "group-relative RL (GRPO and the alignment.advantages registry)",
                  _recipe("alignment.configs:GroupRLConfig")),
-    "reward": Step("alignment.reward_cli:reward_main", "Bradley-Terry reward-model training",
+    "reward": Step("alignment.commands.reward_cli:reward_main", "Bradley-Terry reward-model training",
                    _recipe("trl:RewardConfig")),
-    "generate": Step("alignment.generate_cli:generate_main", "on-policy preference pairs scored by rewards",
-                     ("alignment.generate_cli:PairGenerationArguments",)),
-    "iterate": Step("alignment.iterate_cli:iterate_main", "iterative on-policy DPO: generate pairs, train, N rounds",
-                    ("alignment.iterate_cli:IterativeArguments",)),
-    "doremi": Step("alignment.doremi:run_doremi", "two-stage DoReMi domain weights for a data mixture"),
-    "annotate-margins": Step("alignment.reward_cli:main", "reward-model margins on preference pairs (for MADPO)"),
-    "prepare-model": Step("alignment.prepare_model:main", "convert the embedded SmolLM2 model into a checkpoint"),
+    "generate": Step("alignment.commands.generate_cli:generate_main", "on-policy preference pairs scored by rewards",
+                     ("alignment.commands.generate_cli:PairGenerationArguments",)),
+    "iterate": Step("alignment.commands.iterate_cli:iterate_main",
+                    "iterative on-policy DPO: generate pairs, train, N rounds",
+                    ("alignment.commands.iterate_cli:IterativeArguments",)),
+    "doremi": Step("alignment.commands.doremi:run_doremi", "two-stage DoReMi domain weights for a data mixture"),
+    "annotate-margins": Step("alignment.commands.reward_cli:main",
+                             "reward-model margins on preference pairs (for MADPO)"),
+    "prepare-model": Step("alignment.modeling.prepare_model:main",
+                          "convert the embedded SmolLM2 model into a checkpoint"),
     "warm": Step("alignment.reward_merge:main", "WARM: average reward models trained from one init into one"),
 }
 
@@ -99,7 +104,7 @@ def cached_help_text(name: str) -> str:
     from importlib import metadata, util
     from pathlib import Path
 
-    from .models import cache_dir
+    from ..modeling.models import cache_dir
 
     key = hashlib.sha256(f"{shutil.get_terminal_size().columns}".encode())
     for package in ("trl", "transformers", "peft", "accelerate"):
@@ -242,6 +247,6 @@ def warm() -> int | None:
 
 def plot() -> None:
     """`alignment-plot OUTPUT_DIR`: redraw a past run's pictures (its own argparse; no recipe, no trainers)."""
-    from .plots import plot_main
+    from ..plots import plot_main
 
     plot_main()

@@ -30,19 +30,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .chat_templates import CHATML_TEMPLATE
+from .tiny_model import save_tiny_model
+
 logger = logging.getLogger(__name__)
 
 MARKER_FILE = "alignment_embedded.json"
 # Bump when the layout or content of the prepared directory changes; older caches are then rebuilt.
 MARKER_FORMAT = 1
-
-# ChatML, SmolLM2-Instruct's prompt layout. Used only if a GGUF comes without a chat template.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 SANITY_PROMPT = "What is 2+3? Reply with just the final answer."
 
@@ -466,15 +461,14 @@ def resolve_model_name_or_path(name_or_path: str) -> str:
     return name_or_path
 
 
-# A random tiny Llama built from a config (see `alignment.testing`): lets smoke recipes run with no download at all.
+# A random tiny Llama built from a config (see `alignment.modeling.tiny_model`): lets smoke recipes run with no
+# download at all.
 TINY_RANDOM_ALIAS = "tiny-random-llama"
 
 
 def prepare_tiny_random_model(cache: str | os.PathLike | None = None) -> str:
     """Build the tiny random model once into ``<cache>/models/tiny-random-llama`` (under a lock) and return its path."""
     from filelock import FileLock
-
-    from .testing import save_tiny_model
 
     root = Path(cache).expanduser() if cache is not None else cache_dir()
     target = root / "models" / TINY_RANDOM_ALIAS

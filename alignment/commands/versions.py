@@ -23,7 +23,7 @@ class UntestedVersionWarning(UserWarning):
 
 
 def constraints_file() -> Path:
-    return Path(__file__).resolve().parent / "constraints.txt"
+    return Path(__file__).resolve().parents[1] / "constraints.txt"  # alignment/constraints.txt, beside the package root
 
 
 def tested_versions(path: Path | None = None) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""LoRA / QLoRA runs: the start-up checks on quantized loading, and merging a trained adapter into its base model.
+"""LoRA / QLoRA runs: merging a trained adapter into its base model (the start-up checks on quantized loading are in
+`alignment.modeling.model_loading`).
 
 A recipe with `use_peft: true` trains LoRA adapters (TRL's `ModelConfig` fields `lora_r`, `lora_alpha`,
 `lora_target_modules`, ...); the Trainer then saves only the adapter (`adapter_config.json` +
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .model_loading import zero3_init_disabled
+
 logger = logging.getLogger("alignment")
 
 MERGED_SUBDIR = "merged"
@@ -23,59 +26,6 @@ MERGED_SUBDIR = "merged"
 def is_adapter_dir(path: str | Path) -> bool:
     """Whether `path` holds a PEFT adapter (what `save_model` writes for a PEFT model) rather than full weights."""
     return (Path(path) / "adapter_config.json").is_file()
-
-
-def check_quantized_loading(model_args) -> None:
-    """Fail before anything is loaded when `load_in_4bit` / `load_in_8bit` cannot work here.
-
-    bitsandbytes quantization (QLoRA) needs a CUDA GPU and the `bitsandbytes` package, and quantized weights cannot
-    be trained, so it also needs `use_peft: true`. Without these checks transformers would either fail deep inside
-    `from_pretrained` or, as this toolkit did before, the field would be ignored and a full-precision model trained.
-    """
-    field = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit" if model_args.load_in_8bit else None
-    if field is None:
-        return
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"`{field}: true` (QLoRA) needs a CUDA GPU with bitsandbytes, and this machine has no CUDA device. "
-            f"Remove `{field}` to train plain LoRA adapters on full-precision weights (`use_peft: true` runs on CPU, "
-            "e.g. recipes/smollm2-135m/dpo-lora.yaml), or run the recipe on a GPU."
-        )
-    if not model_args.use_peft:
-        raise ValueError(
-            f"`{field}: true` loads frozen quantized weights that cannot be trained: set `use_peft: true` to train "
-            "LoRA adapters on top of them (QLoRA), or remove `" + field + "`."
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
-        raise ValueError(f"`{field}: true` needs the `bitsandbytes` package: `pip install bitsandbytes`.") from err
-
-
-def check_merge_option(model_args, script_args) -> None:
-    """`merge_adapters_before_push: true` only means something for a LoRA run (`use_peft: true`)."""
-    if getattr(script_args, "merge_adapters_before_push", False) and not model_args.use_peft:
-        raise ValueError(
-            "`merge_adapters_before_push: true` merges LoRA adapters, but this run trains the full model "
-            "(`use_peft` is false): set `use_peft: true` or remove `merge_adapters_before_push`."
-        )
-
-
-def quantized_loading_kwargs(model_args, script_args=None) -> dict:
-    """`from_pretrained` kwargs for a recipe's bitsandbytes quantization (empty when it asks for none).
-
-    Also runs the LoRA start-up checks, so a bad combination fails before the model is loaded.
-    """
-    check_quantized_loading(model_args)
-    check_merge_option(model_args, script_args)
-    from accelerate import PartialState
-    from trl import get_quantization_config
-
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is None:
-        return {}
-    # bitsandbytes weights are placed at load time: each process on its own GPU (TRL's old `get_kbit_device_map`).
-    return {"quantization_config": quantization_config, "device_map": {"": PartialState().local_process_index}}
 
 
 def merge_adapter(trainer, adapter_dir: str | Path, base_path: str, out_dir: str | Path, tokenizer=None,
@@ -118,11 +68,9 @@ def merged_output(trainer, script_args, tokenizer, base_path: str, output_dir: s
 
     Call on the main process after `trainer.save_model(output_dir)` (the adapter is read back from there).
     """
-    from .script_utils import _zero3_init_disabled
-
     if not getattr(script_args, "merge_adapters_before_push", False):
         return None
     # Rank 0 alone: under ZeRO-3 `from_pretrained` would otherwise build the base inside `zero.Init` and wait on the
     # other ranks forever (as in `evaluate_trained_model`).
-    with _zero3_init_disabled():
+    with zero3_init_disabled():
         return str(merge_adapter(trainer, output_dir, base_path, Path(output_dir) / MERGED_SUBDIR, tokenizer))

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .model_card import framework_versions, render_model_card, write_model_card
+from ..model_card import framework_versions, render_model_card, write_model_card
 
 __all__ = [
     "DEFAULT_IGNORE_PATTERNS",

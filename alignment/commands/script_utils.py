@@ -6,12 +6,24 @@ import logging
 import os
 import shutil
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+
+from ..data import load_task_suite
+from ..data_loading import limit_rows_per_domain, scope_task_suite_fields
+from ..evaluation import evaluate_answers, format_accuracy_table, write_eval_results
+from ..modeling.adapters import MERGED_SUBDIR, is_adapter_dir
+from ..modeling.hub import push_folder_to_hub, validate_hub_model_id, write_model_card
+from ..modeling.model_loading import zero3_init_disabled
+from ..plots import drop_missing_reporters, plot_run
+from ..preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
+from ..redaction import detach_hub_token, redact
+from ..resume import newest_complete_checkpoint
+from ..trainers.finite_guard import NonFiniteGuard
+from .packaged import with_resolved_config
 
 logger = logging.getLogger("alignment")
 
@@ -33,9 +45,7 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     """
     from trl import TrlParser
 
-    from .packaged import with_resolved_config
-
-    # `--config smollm2-135m/dpo` names a packaged recipe when no such file exists (see `alignment.packaged`)
+    # `--config smollm2-135m/dpo` names a packaged recipe when no such file exists (see `alignment.commands.packaged`)
     argv = with_resolved_config(sys.argv[1:] if argv is None else argv)
     parser = TrlParser(dataclass_types)
     if not torch.cuda.is_available():
@@ -56,7 +66,6 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     overrides = [a for i, a in enumerate(argv) if a != "--config" and (i == 0 or argv[i - 1] != "--config")]
     if overrides:
         recipe["cli_overrides"] = overrides
-    from .redaction import redact
 
     return (*parsed, redact(recipe))
 
@@ -71,14 +80,11 @@ def start_run(dataclass_types, argv: list[str] | None = None):
     from accelerate import PartialState
     from transformers import set_seed
 
-    from .hub import validate_hub_model_id
-
     *parsed, recipe = parse_recipe(dataclass_types, argv)
     training_args = next(p for p in parsed if hasattr(p, "get_process_log_level"))
     validate_hub_model_id(hub_model_id=training_args.hub_model_id, push_to_hub=training_args.push_to_hub,
                           output_dir=training_args.output_dir)
     setup_logging(training_args)
-    from .data_loading import scope_task_suite_fields
 
     scope_task_suite_fields(parsed, recipe.get("cli_overrides", ()))  # a recipe pointed at other data drops them
     set_seed(training_args.seed)
@@ -88,89 +94,12 @@ def start_run(dataclass_types, argv: list[str] | None = None):
     return (*parsed, recipe, state)
 
 
-def chat_templates() -> dict[str, str]:
-    """Chat templates a recipe can name with `chat_template:` (anything else must be a path to a Jinja file)."""
-    from .models import CHATML_TEMPLATE
-
-    return {"chatml": CHATML_TEMPLATE}
-
-
-def load_tokenizer(model_path: str, revision: str | None = None, trust_remote_code: bool = False,
-                   chat_template: str | None = None):
-    """The tokenizer of `model_path`, with a recipe's `chat_template` (a known name or a file) and a pad token."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
-    if chat_template:
-        template = chat_templates().get(chat_template)
-        if template is None:
-            if not Path(chat_template).is_file():
-                raise ValueError(
-                    f"`chat_template: {chat_template}` is neither a known name ({sorted(chat_templates())}) nor a file."
-                )
-            template = Path(chat_template).read_text()
-        tokenizer.chat_template = template
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model_and_tokenizer(model_args, script_args, training_args, model_cls=None, **model_kwargs):
-    """Load a model and its tokenizer; `model_name_or_path` may be an embedded-model alias.
-
-    `model_cls` defaults to `AutoModelForCausalLM` (`AutoModelForSequenceClassification` for reward models, with
-    `num_labels=1` in `model_kwargs`). Returns ``(model, tokenizer, resolved_path)``. The model is fp32 on CPU and bf16
-    on GPU unless `dtype` is set.
-    """
-    from transformers import AutoModelForCausalLM
-
-    from .models import resolve_model_name_or_path
-
-    from .adapters import quantized_loading_kwargs
-
-    if not model_args.model_name_or_path:
-        raise ValueError("Set `model_name_or_path` in the recipe (a local path, a Hub id, or `smollm2-135m-instruct`).")
-    # `load_in_4bit` / `load_in_8bit` without a GPU, bitsandbytes or `use_peft` fails here, before any download.
-    quantization = quantized_loading_kwargs(model_args, script_args)
-    path = resolve_model_name_or_path(model_args.model_name_or_path)
-    tokenizer = load_tokenizer(path, model_args.model_revision, training_args.trust_remote_code,
-                               script_args.chat_template)
-
-    dtype = model_args.dtype
-    if dtype in (None, "auto"):
-        dtype = "bfloat16" if (torch.cuda.is_available() and training_args.bf16) else "float32"
-    model = (model_cls or AutoModelForCausalLM).from_pretrained(
-        path,
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-        attn_implementation=model_args.attn_implementation,
-        dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype,
-        **quantization,
-        **model_kwargs,
-    )
-    return model, tokenizer, path
-
-
-def load_reference_model(name_or_path: str, policy, training_args):
-    """The reference model at ``name_or_path`` (a path, Hub id or alias), loaded as TRL loads its default reference:
-    the policy's dtype and attention implementation."""
-    from transformers import AutoModelForCausalLM
-
-    from .models import resolve_model_name_or_path
-
-    return AutoModelForCausalLM.from_pretrained(
-        resolve_model_name_or_path(name_or_path), dtype=policy.dtype,
-        attn_implementation=policy.config._attn_implementation, trust_remote_code=training_args.trust_remote_code)
-
-
 def resolve_resume_checkpoint(training_args) -> str | bool | None:
     """`resume_from_checkpoint: true` (or `last`) resumes from the newest *complete* checkpoint in `output_dir`.
 
     Newer checkpoints that a kill or a full disk left incomplete are skipped, with the file that is missing or
     corrupt, never deleted (`alignment.resume`). Announced at WARNING, the level every process logs at by default.
     """
-    from .resume import newest_complete_checkpoint
-
     value = training_args.resume_from_checkpoint
     if isinstance(value, str) and value.lower() in {"true", "last", "yes"}:
         value = True
@@ -203,11 +132,6 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
     """
     from trl import get_peft_config
 
-    from .plots import drop_missing_reporters
-    from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
-    from .redaction import detach_hub_token
-    from .trainers.finite_guard import NonFiniteGuard
-
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     hub_token = detach_hub_token(training_args)
     drop_missing_reporters(training_args)  # `report_to: tensorboard` only where it is installed
@@ -237,8 +161,6 @@ def train_and_save(trainer_cls, *, model, tokenizer, training_args, model_args, 
 
 
 def save_recipe(output_dir: str, recipe: dict[str, Any]) -> None:
-    from .redaction import redact
-
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     (Path(output_dir) / "recipe.yaml").write_text(yaml.safe_dump(redact(recipe), sort_keys=False))
 
@@ -259,8 +181,6 @@ def answer_eval_dataset(script_args, datasets, have_rewards: bool = False):
     `solution`) or, ``have_rewards``, rewards named by the recipe (which may need no gold: a reward model).
     """
     if script_args.dataset_name == "task-suite":
-        from .data import load_task_suite
-
         return load_task_suite(
             "test", "prompt_only", domains=script_args.task_domains, limit_per_domain=script_args.eval_limit_per_domain
         )
@@ -270,31 +190,13 @@ def answer_eval_dataset(script_args, datasets, have_rewards: bool = False):
         logger.info("No held-out split with `prompt` and a gold (`answer` / `solution`) column, and no "
                     "`eval_reward_funcs`: skipping the generation evaluation.")
         return None
-    from .data_loading import limit_rows_per_domain
 
     return limit_rows_per_domain(test, script_args.eval_limit_per_domain)
-
-
-@contextmanager
-def _zero3_init_disabled():
-    """Unregister the Trainer's global ZeRO-3 DeepSpeed config for a while (to load and generate on one process)."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
-    config = ref() if ref is not None else None
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        if config is not None:
-            hf_deepspeed.set_hf_deepspeed_config(config)
 
 
 def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir: str, rewards=None):
     """Held-out generations of the trained model scored by ``rewards`` on the main process (reloaded from disk under
     ZeRO-3); see `alignment.evaluation.evaluate_answers`."""
-    from .evaluation import evaluate_answers
-
     model = model_for_generation(trainer)
     if model is not None:
         return evaluate_answers(model, tokenizer, answers, max_new_tokens=script_args.eval_max_new_tokens,
@@ -303,7 +205,7 @@ def evaluate_trained_model(trainer, tokenizer, answers, script_args, output_dir:
 
     # Rank 0 alone: with ZeRO-3 registered, `from_pretrained` would build the model inside `deepspeed.zero.Init` and
     # `generate` would default to `synced_gpus=True`; both wait on the other ranks forever.
-    with _zero3_init_disabled():
+    with zero3_init_disabled():
         model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
         return evaluate_answers(model, tokenizer, answers, max_new_tokens=script_args.eval_max_new_tokens,
                                 batch_size=script_args.eval_batch_size, rewards=rewards)
@@ -320,9 +222,6 @@ def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict,
     `train_and_save`) authenticates the push; None falls back to `HF_TOKEN` / the saved login. `license` (the
     recipe's `hub_license`) goes on the card; None: the base model's, when known (`alignment.model_card`).
     """
-    from .evaluation import format_accuracy_table, write_eval_results
-    from .hub import push_folder_to_hub, write_model_card
-
     tables = {name: r for name, r in results.items() if isinstance(r, dict) and "accuracy" in r}
     if tables:
         print("\nHeld-out generations (greedy), mean reward per domain:")
@@ -334,9 +233,6 @@ def finalize_run(*, output_dir: str, method: str, base_model: str, recipe: dict,
     path = write_eval_results(output_dir, results)
     print(f"Evaluation written to {path}")
     save_recipe(output_dir, recipe)
-
-    from .adapters import MERGED_SUBDIR, is_adapter_dir
-    from .plots import plot_run
 
     plot_run(output_dir)  # before the cards, which show output_dir/plots; never raises
     # The full repo id, so that the card's loading snippet names a repo that exists.

@@ -32,6 +32,9 @@ from typing import Any
 
 import yaml
 
+from ..recipe_values import as_mapping
+from .packaged import resolve_recipe
+
 logger = logging.getLogger("alignment")
 
 # Paths the driver owns: a recipe that sets them in a section would be silently overridden, so it is refused.
@@ -65,8 +68,6 @@ class IterativeArguments:
         metadata={"help": "Fields of a `scripts/run_dpo.py` recipe; `config: <recipe.yaml>` starts from that recipe."})
 
     def __post_init__(self):
-        from .configs import as_mapping
-
         for name in ("generate", "train"):
             setattr(self, name, as_mapping(getattr(self, name)))
         if self.rounds < 1:
@@ -89,7 +90,6 @@ def _train_recipe(section: dict[str, Any]) -> dict[str, Any]:
     """The `train` section with its `config:` recipe expanded (the section's own fields win)."""
     section = dict(section)
     base = section.pop("config", None)
-    from .packaged import resolve_recipe
 
     # a path or a packaged name; `recipes/smollm2-135m/irpo.yaml` also resolves from outside a clone
     recipe = yaml.safe_load(Path(resolve_recipe(base)).read_text()) if base else {}
@@ -124,9 +124,10 @@ def _finished(model_dir: Path) -> bool:
 
 def iterate_main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every round; returns the records written to `iterations.json`."""
+    # Function-level: `--help` imports this module for `IterativeArguments` alone (`alignment.commands.console`).
+    from ..plots import plot_iterations
     from .cli import dpo_main
     from .generate_cli import generate_main
-    from .plots import plot_iterations
     from .script_utils import parse_recipe
 
     args, *_ = parse_recipe((IterativeArguments,), argv)

@@ -18,6 +18,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..recipe_values import as_list, as_mapping
+
 logger = logging.getLogger("alignment")
 
 
@@ -78,12 +80,10 @@ class PairGenerationArguments:
         default=0.9, metadata={"help": "With `use_vllm`: the share of GPU memory vLLM may take (its own setting)."})
 
     def __post_init__(self):
-        from .configs import as_mapping
-        from .pair_generation import STRATEGIES
+        from ..pair_generation import STRATEGIES
 
         self.reward_kwargs = as_mapping(self.reward_kwargs)
-        if isinstance(self.reward_funcs, str):
-            self.reward_funcs = [self.reward_funcs]
+        self.reward_funcs = as_list(self.reward_funcs)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, got {self.strategy!r}.")
         if self.num_samples < 2:
@@ -107,16 +107,18 @@ def _write_jsonl(path: Path, rows) -> None:
 
 def generate_main(argv: list[str] | None = None) -> dict:
     """Parse the recipe, sample, score, pair, write; returns the summary written to `generation.json`."""
+    # Function-level: `--help` imports this module for `PairGenerationArguments` alone (`alignment.commands.console`).
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .data_layouts import normalize_layouts
-    from .data_loading import load_recipe_datasets, scope_task_suite_fields, split_or_fail
-    from .models import resolve_model_name_or_path
-    from .pair_generation import (POLICY_LOGPS_COLUMNS, build_pairs, policy_sequence_logps, sample_completions, sample_completions_vllm,
-                                  score_completions)
-    from .script_utils import load_tokenizer, parse_recipe
-    from .rewards.sources import RewardModelReward, check_reward_sources, resolve_rewards
+    from ..data_layouts import normalize_layouts
+    from ..data_loading import load_recipe_datasets, scope_task_suite_fields, split_or_fail
+    from ..modeling.model_loading import load_tokenizer
+    from ..modeling.models import resolve_model_name_or_path
+    from ..pair_generation import (POLICY_LOGPS_COLUMNS, build_pairs, policy_sequence_logps, sample_completions,
+                                   sample_completions_vllm, score_completions)
+    from ..rewards.sources import RewardModelReward, check_reward_sources, resolve_rewards
+    from .script_utils import parse_recipe
 
     args, *_, recipe = parse_recipe((PairGenerationArguments,), argv)  # (args, [the parser's leftovers,] recipe)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
