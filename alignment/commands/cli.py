@@ -138,7 +138,7 @@ def dpo_main(argv=None):
 
 def kto_main(argv=None):
     """Unpaired preference training (KTO and TRL's unpaired loss types) with a loss from `alignment.unpaired`."""
-    return _run_recipe(argv, KTOAlignmentConfig, KTOAlignmentTrainer, "unpaired", lambda args: args.loss_type,
+    return run_recipe(argv, KTOAlignmentConfig, KTOAlignmentTrainer, "unpaired", lambda args: args.loss_type,
                        eval_during_training_only=False)
 
 

@@ -101,8 +101,8 @@ def _train_recipe(section: dict[str, Any]) -> dict[str, Any]:
 def _check_round_policy_columns(args: IterativeArguments, train_recipe: dict[str, Any]) -> None:
     """A loss reading the sampling policy's log-probs (INPO's π_t) needs the generator to write them and a reference
     other than π_t: fail before round 1 naming the setting, not after a round of sampling."""
-    from .losses import get_preference_loss
-    from .pair_generation import POLICY_LOGPS_COLUMNS
+    from ..losses import get_preference_loss
+    from ..pair_generation import POLICY_LOGPS_COLUMNS
 
     names = train_recipe.get("loss_type", ["sigmoid"])
     readers = [name for name in ([names] if isinstance(names, str) else names)

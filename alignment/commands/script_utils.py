@@ -17,7 +17,7 @@ from ..data_loading import limit_rows_per_domain, scope_task_suite_fields
 from ..evaluation import evaluate_answers, format_accuracy_table, write_eval_results
 from ..modeling.adapters import MERGED_SUBDIR, is_adapter_dir
 from ..modeling.hub import push_folder_to_hub, validate_hub_model_id, write_model_card
-from ..modeling.model_loading import zero3_init_disabled
+from ..modeling.model_loading import load_reference_model, zero3_init_disabled
 from ..plots import drop_missing_reporters, plot_run
 from ..preemption import PREEMPTED_EXIT_CODE, PreemptionCallback
 from ..redaction import detach_hub_token, redact

@@ -140,3 +140,13 @@ def load_model_and_tokenizer(model_args, script_args, training_args, model_cls=N
         **model_kwargs,
     )
     return model, tokenizer, path
+
+
+def load_reference_model(name_or_path: str, policy, training_args):
+    """The reference model at ``name_or_path`` (a path, Hub id or alias), loaded as TRL loads its default reference:
+    the policy's dtype and attention implementation."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        resolve_model_name_or_path(name_or_path), dtype=policy.dtype,
+        attn_implementation=policy.config._attn_implementation, trust_remote_code=training_args.trust_remote_code)
