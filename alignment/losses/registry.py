@@ -40,7 +40,8 @@ from typing import Any, Callable
 import torch
 
 from ..registry import Registry, Spec
-from ..registry import require_in_range  # noqa: F401  (re-exported: the loss files import their value checks from here)
+# re-exported: the loss files import their value checks from here
+from ..registry import require_in_range, require_positive  # noqa: F401
 from .batch import PreferenceBatch
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -340,11 +341,4 @@ def validate_preference_loss(name: str, **hparams: Any) -> None:
     """Check a loss name and its hyper-parameters before training, by evaluating the loss on a one-pair batch
     (`_dummy_call`, the registry's validator)."""
     PREFERENCE_LOSSES.validate(name, **hparams)
-
-
-def require_positive(name: str, value: float) -> None:
-    """``value > 0``, in the loss family's wording (``"`beta` must be > 0"``, which recipes' users and tests match);
-    the kernel's `alignment.registry.require_positive` also rejects non-numbers and says "a number > 0"."""
-    if not value > 0:
-        raise ValueError(f"`{name}` must be > 0, got {value}.")
 
