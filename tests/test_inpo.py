@@ -98,7 +98,7 @@ def test_round_columns_are_data_without_gradient():
 def test_validation_and_missing_columns():
     with pytest.raises(ValueError, match=r"`tau` must be in \[0, eta\]"):
         validate_preference_loss("inpo", eta=0.01, tau=0.02)
-    with pytest.raises(ValueError, match="`eta` must be > 0"):
+    with pytest.raises(ValueError, match="`eta` must be a number > 0"):
         validate_preference_loss("inpo", eta=0.0)
     with pytest.raises(ValueError, match="round_chosen_logps"):
         compute_preference_loss("inpo", example_preference_batch())

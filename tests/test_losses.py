@@ -200,7 +200,7 @@ def test_a_new_loss_is_one_file(tmp_path):
         assert "_test_margin_hinge" in list_preference_losses()
         assert get_preference_loss("_test_margin_hinge").requires_columns == ("margin",)
         validate_preference_loss("_test_margin_hinge", beta=0.5)
-        with pytest.raises(ValueError, match=r"`beta` must be > 0"):
+        with pytest.raises(ValueError, match=r"`beta` must be a number > 0"):
             validate_preference_loss("_test_margin_hinge", beta=0.0)
         batch = token_batch(margin=torch.tensor([10.0, -10.0]))
         loss, _ = compute_preference_loss("_test_margin_hinge", batch, beta=1.0)

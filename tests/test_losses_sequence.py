@@ -337,9 +337,9 @@ def test_madpo_requires_margin_column():
         ({"c_max": 0.5}, r"`c_max` must be > 1"),
         ({"c_min": 0.0}, r"`c_min` must be in \(0, 1\)"),
         ({"c_min": 1.0}, r"`c_min` must be in \(0, 1\)"),
-        ({"tau": 0.0}, r"`tau` must be > 0"),
-        ({"lam": -1.0}, r"`lam` must be > 0"),
-        ({"beta": 0.0}, r"`beta` must be > 0"),
+        ({"tau": 0.0}, r"`tau` must be a number > 0"),
+        ({"lam": -1.0}, r"`lam` must be a number > 0"),
+        ({"beta": 0.0}, r"`beta` must be a number > 0"),
     ],
 )
 def test_madpo_bad_constants(hp, match):
@@ -400,12 +400,12 @@ def test_npo_small_beta_recovers_gradient_ascent():
 @pytest.mark.parametrize("name", ["ipo", "robust", "hinge", "discopop", "madpo", "npo"])
 @pytest.mark.parametrize("beta", [0.0, -0.1])
 def test_nonpositive_beta_rejected(name, beta):
-    with pytest.raises(ValueError, match=r"`beta` must be > 0"):
+    with pytest.raises(ValueError, match=r"`beta` must be a number > 0"):
         validate_preference_loss(name, beta=beta)
 
 
 def test_discopop_tau_must_be_positive():
-    with pytest.raises(ValueError, match=r"`discopop_tau` must be > 0"):
+    with pytest.raises(ValueError, match=r"`discopop_tau` must be a number > 0"):
         validate_preference_loss("discopop", discopop_tau=0.0)
 
 

@@ -210,7 +210,7 @@ def test_aot_unpaired_hand_computed_sorts_chosen_and_rejected_log_ratios_separat
 @pytest.mark.parametrize("name", NEW)
 @pytest.mark.parametrize("beta", [0.0, -0.1])
 def test_nonpositive_beta_rejected(name, beta):
-    with pytest.raises(ValueError, match=r"`beta` must be > 0"):
+    with pytest.raises(ValueError, match=r"`beta` must be a number > 0"):
         validate_preference_loss(name, beta=beta)
 
 

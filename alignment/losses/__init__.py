@@ -1,10 +1,10 @@
 """Preference losses, registered by name. Import this package to register every built-in loss.
 
 Public entry points: `compute_preference_loss(name, batch, *, state=None, **hparams) -> (per_example_loss, metrics)`,
-`PreferenceBatch`, `LossState` (the running state of stateful losses such as `beta_dpo`) and `preference_columns()`
-(the per-example dataset columns a loss may read). Token weightings (`alignment.token_weightings`: `tldr`, `entropy`)
-give the batch per-token weights that compose with any of these losses; their entry points are re-exported here for
-the callers that import them from this package.
+`PreferenceBatch`, `LossState` (the running state of stateful losses such as `beta_dpo`), `preference_columns()`
+(the per-example dataset columns a loss may read) and `register_preference_column` (declares a new one). Token
+weightings (`alignment.token_weightings`: `tldr`, `entropy`) give the batch per-token weights that compose with any
+of these losses; their entry points are re-exported here for the callers that import them from this package.
 """
 
 from .batch import PreferenceBatch
@@ -17,7 +17,9 @@ from .registry import (
     get_preference_loss,
     list_preference_losses,
     preference_columns,
+    register_preference_column,
     register_preference_loss,
+    unregister_preference_column,
     validate_preference_loss,
 )
 
@@ -39,6 +41,8 @@ __all__ = [
     "get_preference_loss",
     "list_preference_losses",
     "preference_columns",
+    "register_preference_column",
     "register_preference_loss",
+    "unregister_preference_column",
     "validate_preference_loss",
 ]

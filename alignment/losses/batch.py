@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -52,6 +52,9 @@ class PreferenceBatch:
         chosen_kl_mask: optional ``[B, T]`` non-negative SparsePO divergence mask ``m^d`` of each chosen token (the
             same tensor as ``chosen_reward_mask`` when one mask is shared).
         rejected_kl_mask: optional ``[B, T]``, the same for the rejected completion.
+        columns: ``{name: [B]}`` the per-example dataset columns declared with
+            `alignment.losses.register_preference_column` (no dedicated field), present where the dataset has them;
+            a loss that requires one reads ``batch.columns[name]``. The built-in columns above keep their own fields.
     """
 
     chosen_logps: torch.Tensor
@@ -79,6 +82,7 @@ class PreferenceBatch:
     rejected_reward_mask: torch.Tensor | None = None
     chosen_kl_mask: torch.Tensor | None = None
     rejected_kl_mask: torch.Tensor | None = None
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self):
         if (self.ref_chosen_logps is None) != (self.ref_rejected_logps is None):
@@ -113,6 +117,10 @@ class PreferenceBatch:
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (batch_size,):
                 raise ValueError(f"PreferenceBatch: `{name}` must have shape [{batch_size}], got {tuple(value.shape)}.")
+        for name, value in self.columns.items():
+            if tuple(value.shape) != (batch_size,):
+                raise ValueError(f"PreferenceBatch: `columns[{name!r}]` must have shape [{batch_size}], got "
+                                 f"{tuple(value.shape)}.")
 
     @property
     def batch_size(self) -> int:

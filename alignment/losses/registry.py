@@ -28,11 +28,20 @@ quantities the trainer computes from the reference model's full outputs (``token
 KL(π_ref‖π_θ) over the vocabulary; ``sparse_masks``: SparsePO's reward and divergence masks, from the reference
 model's hidden states or activations). `EXTRAS` is the one table of these names: what kind each is and which
 `PreferenceBatch` fields it fills; `preference_columns()` lists the per-example dataset columns a loss may read (the
-columns a trainer keeps in its batches).
+columns a trainer keeps in its batches), read from the table at each call.
+
+A new per-example column is one line beside the loss that reads it; it reaches the loss as ``batch.columns[name]``
+(the built-in columns keep their dedicated `PreferenceBatch` fields)::
+
+    register_preference_column("my_score", source="Add it with scripts/annotate_x.py")
+
+    @register_preference_loss("my_loss", requires=("my_score",))
+    def my_loss(batch, *, beta: float = 0.1): ...  # batch.columns["my_score"]: [B]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -40,7 +49,8 @@ from typing import Any, Callable
 import torch
 
 from ..registry import Registry, Spec
-from ..registry import require_in_range  # noqa: F401  (re-exported: the loss files import their value checks from here)
+# re-exported: the loss files import their value checks from here
+from ..registry import require_in_range, require_positive  # noqa: F401
 from .batch import PreferenceBatch
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -113,7 +123,11 @@ MODEL_OUTPUT = "model output"  # per-token, requested by the trainer from TRL's 
 
 @dataclass(frozen=True)
 class Extra:
-    """One extra a loss may require: its kind and the `PreferenceBatch` fields that carry it."""
+    """One extra a loss may require: its kind and the `PreferenceBatch` fields that carry it.
+
+    A column with no fields (declared by `register_preference_column`) is carried in ``PreferenceBatch.columns``
+    under its own name.
+    """
 
     kind: str
     fields: tuple[str, ...]
@@ -150,20 +164,69 @@ def _extras_of(kind: str) -> dict[str, tuple[str, ...]]:
     return {name: extra.fields for name, extra in EXTRAS.items() if extra.kind == kind}
 
 
+# The built-in extras of each kind, as the package defines them (snapshots taken at import: what reads the live list,
+# including columns registered later by a user's loss module, calls `preference_columns()` instead).
 COLUMN_EXTRAS = tuple(_extras_of(COLUMN))
 MODEL_OUTPUT_EXTRAS = _extras_of(MODEL_OUTPUT)
 ANNOTATION_EXTRAS = _extras_of(ANNOTATION)
 REFERENCE_EXTRAS = _extras_of(REFERENCE_OUTPUT)
 
+# Names a registered column may not take: the pair's own dataset columns and the collated keys the model is called
+# with (a column of that name would be filtered out of the model's inputs, or shadow them).
+_RESERVED_COLUMNS = frozenset({"prompt", "chosen", "rejected", "forget", "messages", "images", "input_ids",
+                               "attention_mask", "completion_mask"})
+
 
 def preference_columns() -> tuple[str, ...]:
-    """The per-example dataset columns any loss may read (``margin``, ``weight``, ...): the columns a trainer keeps
-    in its batches beside the pair itself."""
-    return COLUMN_EXTRAS
+    """The per-example dataset columns any loss may read (``margin``, ``weight``, ..., then those declared with
+    `register_preference_column`): the columns a trainer keeps in its batches beside the pair itself.
+
+    Read from `EXTRAS` at each call, so that a column registered after the trainers were imported is kept too."""
+    return tuple(_extras_of(COLUMN))
+
+
+def register_preference_column(name: str, *, source: str = "") -> str:
+    """Declare a per-example ``[B]`` dataset column ``name`` that losses may require (``requires=(name,)``).
+
+    It has no dedicated `PreferenceBatch` field: the trainer keeps it in its batches, collates it as float32, never
+    passes it to the model and hands it to losses as ``batch.columns[name]``. ``source`` says how to produce the
+    column; it is quoted in the error for a dataset (or batch) without it. Returns ``name``.
+
+    A name already in `EXTRAS`, a `PreferenceBatch` field or one of the pair's own columns is an error naming it.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_preference_column: the name must be a non-empty string, got {name!r}.")
+    if name in EXTRAS:
+        raise ValueError(f"register_preference_column({name!r}): a {EXTRAS[name].kind} extra named {name!r} is "
+                         f"already registered (PreferenceBatch fields {list(EXTRAS[name].fields)}).")
+    if name in {f.name for f in dataclasses.fields(PreferenceBatch)}:
+        raise ValueError(f"register_preference_column({name!r}): `PreferenceBatch.{name}` is already a field; "
+                         "choose another column name.")
+    if name in _RESERVED_COLUMNS:
+        raise ValueError(f"register_preference_column({name!r}): `{name}` is one of the pair's own columns or model "
+                         f"inputs {sorted(_RESERVED_COLUMNS)}; choose another column name.")
+    EXTRAS[name] = Extra(COLUMN, (), source=source)
+    return name
+
+
+def unregister_preference_column(name: str) -> Extra:
+    """Remove a column declared with `register_preference_column` (a test's throwaway column) and return its entry.
+    Unregister the losses that require it first; the built-in columns cannot be removed."""
+    extra = EXTRAS.get(name)
+    if extra is None or extra.kind != COLUMN or extra.fields:
+        raise ValueError(f"{name!r} is not a column declared with register_preference_column; declared: "
+                         f"{[key for key, value in EXTRAS.items() if value.kind == COLUMN and not value.fields]}.")
+    users = [spec.name for spec in PREFERENCE_LOSSES if name in spec.requires]
+    if users:
+        raise ValueError(f"Column {name!r} is required by the registered loss(es) {users}; unregister them first.")
+    return EXTRAS.pop(name)
 
 
 def _batch_has(batch: PreferenceBatch, extra: str) -> bool:
-    return all(getattr(batch, name) is not None for name in EXTRAS[extra].fields)
+    fields = EXTRAS[extra].fields
+    if not fields:  # a registered column: carried in `batch.columns`
+        return extra in batch.columns
+    return all(getattr(batch, name) is not None for name in fields)
 
 
 # Kind -> the error for a batch without some of the extras of that kind a loss requires (``{extras}``: their names,
@@ -262,9 +325,11 @@ def _dummy_call(spec: PreferenceLossSpec, hparams: dict[str, Any]) -> None:
     those errors at start-up instead of at the first training step.
     """
     zeros = torch.zeros(1)
-    extras = {field_name: _DUMMY_FIELD[EXTRAS[extra].kind]() for extra in spec.requires
-              for field_name in EXTRAS[extra].fields}
-    dummy = PreferenceBatch.from_sequence_logps(zeros - 1.0, zeros - 2.0, zeros - 1.5, zeros - 1.5, **extras)
+    extras: dict[str, Any] = {field_name: _DUMMY_FIELD[EXTRAS[extra].kind]() for extra in spec.requires
+                              for field_name in EXTRAS[extra].fields}
+    columns = {extra: _DUMMY_FIELD[COLUMN]() for extra in spec.requires if not EXTRAS[extra].fields}
+    dummy = PreferenceBatch.from_sequence_logps(zeros - 1.0, zeros - 2.0, zeros - 1.5, zeros - 1.5, columns=columns,
+                                                **extras)
     if spec.stateful:
         hparams = {**hparams, "state": fresh_loss_state()}  # a throw-away state: validation must not touch a real one
     spec.fn(dummy, **hparams)
@@ -324,8 +389,9 @@ def compute_preference_loss(
     for kind, message in _MISSING_MESSAGES.items():  # the first kind with a missing extra is reported
         extras = [extra for extra in missing if EXTRAS[extra].kind == kind]
         if extras:
-            fields = [f for extra in extras for f in EXTRAS[extra].fields]
-            raise ValueError(message.format(name=name, extras=extras, fields=fields))
+            fields = [f for extra in extras for f in EXTRAS[extra].fields or (f"columns[{extra!r}]",)]
+            sources = [EXTRAS[extra].source for extra in extras if EXTRAS[extra].source]
+            raise ValueError(" ".join([message.format(name=name, extras=extras, fields=fields), *sources]))
     if spec.stateful:
         hparams = {**hparams, "state": state if state is not None else fresh_loss_state()}
     losses, metrics = spec.fn(batch, **hparams)
@@ -340,11 +406,4 @@ def validate_preference_loss(name: str, **hparams: Any) -> None:
     """Check a loss name and its hyper-parameters before training, by evaluating the loss on a one-pair batch
     (`_dummy_call`, the registry's validator)."""
     PREFERENCE_LOSSES.validate(name, **hparams)
-
-
-def require_positive(name: str, value: float) -> None:
-    """``value > 0``, in the loss family's wording (``"`beta` must be > 0"``, which recipes' users and tests match);
-    the kernel's `alignment.registry.require_positive` also rejects non-numbers and says "a number > 0"."""
-    if not value > 0:
-        raise ValueError(f"`{name}` must be > 0, got {value}.")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .preference_batch import PER_EXAMPLE_COLUMNS
+from ..losses.registry import preference_columns
 
 # Columns whose values are names (strings in datasets) and become integer ids; every other column becomes float32.
 _CATEGORICAL_COLUMNS = ("domain",)
@@ -18,8 +18,8 @@ _CATEGORICAL_COLUMNS = ("domain",)
 class ExtraColumnsCollator:
     """Wraps a TRL collator and passes the per-example columns (`margin`, `weight`, `domain`, ...) as ``[B]`` tensors.
 
-    The columns are those the loss registry declares (`alignment.trainers.preference_batch.PER_EXAMPLE_COLUMNS`), so
-    a new column reaches the batch without an edit here.
+    The columns are those the loss registry declares (`alignment.losses.preference_columns()`, read at each call), so
+    a new column (`register_preference_column`) reaches the batch without an edit here, as float32.
 
     Domains are strings in datasets; they become integer ids here, in order of first appearance per trainer
     (`domain_names` keeps the mapping, shared with the trainer for logging).
@@ -31,7 +31,7 @@ class ExtraColumnsCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.base(examples)
         first = examples[0]
-        for column in PER_EXAMPLE_COLUMNS:
+        for column in preference_columns():
             if column not in first:
                 continue
             if column in _CATEGORICAL_COLUMNS:

@@ -9,7 +9,7 @@ from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 from trl.trainer.utils import add_fused_lm_head
 
-from ..losses import LossState, PreferenceBatch, compute_preference_loss, get_preference_loss
+from ..losses import LossState, PreferenceBatch, compute_preference_loss, get_preference_loss, preference_columns
 from ..losses.turns import assistant_turn_markers
 from ..packing import PackedSequences, pack_sequences
 from ..token_weightings import validate_token_weighting
@@ -17,8 +17,7 @@ from .collators import ExtraColumnsCollator
 from .domain_reweighting import DomainReweightingMixin
 from .hooks import TrainerHooks
 from .metrics import gather_mean, gather_ratio, gather_std, gather_total
-from .preference_batch import (PER_EXAMPLE_COLUMNS, PreferenceBatchBuilder, StepForward, completion_labels,
-                               model_inputs)
+from .preference_batch import PreferenceBatchBuilder, StepForward, completion_labels, model_inputs
 from .preference_config import (check_padding_free, check_padding_free_losses, parameters_sharded,
                                 resolve_loss_hparams)
 from .process_state import StateGroup
@@ -39,7 +38,8 @@ class PreferenceTrainer(TrainerHooks, ReferenceCacheMixin, DomainReweightingMixi
     Differences from the parent, all deliberate:
     - per-token log-probs of policy and reference are computed once per step and handed to the loss as a
       `PreferenceBatch`, so sequence- and token-level losses share one code path;
-    - the dataset columns `margin`, `weight` and `domain` are kept and reach the loss;
+    - the per-example dataset columns (`margin`, `weight`, `domain`, ..., and any declared with
+      `alignment.losses.register_preference_column`) are kept and reach the loss;
     - configuration is checked before training: loss names and hyper-parameters, required columns, empty
       completions, chat template; TRL options the registry replaces are rejected instead of ignored;
     - stateful losses (e.g. `beta_dpo`) get one `LossState` each, global across ranks (``accelerator.gather``), saved
@@ -100,7 +100,7 @@ class PreferenceTrainer(TrainerHooks, ReferenceCacheMixin, DomainReweightingMixi
                                  processing_class=processing_class, **kwargs)
         finally:
             args.padding_free = self._padding_free
-        self.kept_columns.extend(PER_EXAMPLE_COLUMNS)
+        self.kept_columns.extend(preference_columns())  # at construction: includes columns a user module registered
         # Domain reweighting fixes the ids (sorted names) before any batch; the collator appends unseen (eval) ones.
         self.domain_names: list[str] = list(self.domain_weights.domain_names) if self.domain_weights else []
         self.data_collator = ExtraColumnsCollator(self.data_collator, self.domain_names)

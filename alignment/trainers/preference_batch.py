@@ -2,12 +2,14 @@
 
 A collated batch (TRL's preference collator, then `ExtraColumnsCollator`) stacks the chosen rows over the rejected
 ones: ``input_ids`` / ``attention_mask`` / ``completion_mask`` ``[2B, L]``, plus the per-example dataset columns
-the loss registry declares (`PER_EXAMPLE_COLUMNS`, ``[B]`` each). `model_inputs` is what the model is called with.
+the loss registry declares (`preference_columns()`, ``[B]`` each). `model_inputs` is what the model is called with.
 
 `PreferenceBatchBuilder` turns one step's forwards (`StepForward`) into the losses' `PreferenceBatch`: one table
 from each kind of extra (per-example column, fused-LM-head output, turn ids, token weights, reference outputs) to
-the function that provides its fields. A new per-example column is declared in the loss registry's column table
-only: the collator, the signature columns, `NON_MODEL_KEYS` and `column_fields` all read `PER_EXAMPLE_COLUMNS`.
+the function that provides its fields. A new per-example column is declared in the loss registry only
+(`register_preference_column`, one line beside the loss that reads it): the collator, the signature columns,
+`non_model_keys` and `column_fields` all call `preference_columns()` when they run, never at import, so a column
+registered by a module imported after this one is kept too.
 """
 
 from __future__ import annotations
@@ -20,21 +22,25 @@ from typing import Any
 import torch
 
 from ..losses import PreferenceBatch
-from ..losses.registry import preference_columns
+from ..losses.registry import EXTRAS, preference_columns
 from ..losses.turns import AssistantTurnMarkers, completion_turn_ids
 from ..token_weightings import compute_token_weights
 from .metrics import gather_ratio
 
-PER_EXAMPLE_COLUMNS = preference_columns()
+# Batch keys the model is never called with that the step reads itself: the masks and (TRL's precompute path)
+# reference sums.
+_STEP_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps"})
 
-# Batch keys the model is never called with: the masks and (TRL's precompute path) reference sums that the step
-# reads itself, and the per-example columns that only the losses read.
-NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *PER_EXAMPLE_COLUMNS})
+
+def non_model_keys() -> frozenset[str]:
+    """Batch keys the model is never called with: `_STEP_KEYS` and the per-example columns only the losses read."""
+    return _STEP_KEYS.union(preference_columns())
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of the model's forward for ``batch`` (no KV cache: one full-sequence pass)."""
-    kwargs = {key: value for key, value in batch.items() if key not in NON_MODEL_KEYS}
+    excluded = non_model_keys()
+    kwargs = {key: value for key, value in batch.items() if key not in excluded}
     kwargs["use_cache"] = False
     return kwargs
 
@@ -89,9 +95,18 @@ def _sides(prefix_less: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return fields
 
 
-def column_fields(step: StepForward) -> dict[str, torch.Tensor | None]:
-    """The per-example dataset columns (``[B]``, None where the dataset has none), under their own names."""
-    return {column: step.inputs.get(column) for column in PER_EXAMPLE_COLUMNS}
+def column_fields(step: StepForward) -> dict[str, Any]:
+    """The per-example dataset columns (``[B]``): a built-in column under its own field (None where the dataset
+    has none), a registered one (no field of its own) in ``columns`` where the dataset has it."""
+    fields: dict[str, Any] = {}
+    columns: dict[str, torch.Tensor] = {}
+    for column in preference_columns():
+        value = step.inputs.get(column)
+        if EXTRAS[column].fields:
+            fields.update(dict.fromkeys(EXTRAS[column].fields, value))
+        elif value is not None:
+            columns[column] = value
+    return {**fields, "columns": columns}
 
 
 def fused_output_fields(step: StepForward, *, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
