@@ -104,6 +104,38 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def unresolved_imports(root: Path = ROOT) -> list[str]:
+    """``"<module>: from <target> import ..."`` for every import of a package module that does not exist (a relative
+    import left pointing at a file's old place after a move fails only when its function runs)."""
+    files = sorted(root.rglob("*.py"))
+    known = {_module_name(path, root) for path in files}
+    missing = []
+    for path in files:
+        module = _module_name(path, root)
+        package_parts = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package_parts[: len(package_parts) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                targets = [target]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                if (target == PACKAGE or target.startswith(PACKAGE + ".")) and target not in known:
+                    missing.append(f"{module}: {target}")
+    return missing
+
+
+def test_every_import_of_a_package_module_resolves():
+    missing = unresolved_imports()
+    assert not missing, f"imports of modules that do not exist: {missing}"
+
+
 def test_the_package_import_graph_has_no_circle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
@@ -129,3 +161,6 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
     assert graph["alignment.sub.b"] == {"alignment.a"}  # the TYPE_CHECKING import is left out
     assert graph["alignment.c"] == {"alignment.a"}
     assert find_cycle(graph) == ["alignment.a", "alignment.sub.b", "alignment.a"]
+    assert unresolved_imports(package) == []
+    (package / "sub" / "d.py").write_text("def g():\n    from .losses import z\n")  # `losses` is one level up
+    assert unresolved_imports(package) == ["alignment.sub.d: alignment.sub.losses"]
