@@ -13,7 +13,8 @@ it (`benchmarks/timing.py`: `neighbour_mean`), so drift of a shared machine show
 Variants (ours): the estimators `grpo`, `dr_grpo`, `ngrpo`, `rloo`, `drpo` on TRL's own surrogate, then
 `clip_by_advantage_sign` (`policy_loss: sign_clipped`, `grpo` advantages) and `hapo` (`policy_loss: hapo`: HAPO's
 adaptive clipping and advantage redistribution, with the `hapo` estimator): the two that replace TRL's surrogate with
-a policy loss from `alignment.policy_losses` (variant names kept from before the registry, for the stored results).
+a policy loss from `alignment.policy_losses` (variant names kept from before the registry, for the stored results);
+`apa` runs APA's policy loss (`policy_loss: apa`) on `grpo` advantages.
 The clip range is the same for every run (``--epsilon`` both sides), not the papers' recipes (NGRPO 0.16 / 0.24
 etc.): this measures the cost of the code paths, not the methods' training.
 
@@ -47,6 +48,8 @@ VARIANTS: dict[str, dict] = {
     "clip_by_advantage_sign": {"advantage_estimator": "grpo", "policy_loss": "sign_clipped"},
     "hapo": {"advantage_estimator": "hapo", "policy_loss": "hapo",
              "policy_loss_kwargs": {"adaptive_clip": True, "advantage_redistribution": True}},
+    # APA's squared log-ratio regression (issue 16), on the rollout policy's log-probs (`reference: old`).
+    "apa": {"advantage_estimator": "grpo", "policy_loss": "apa"},
     # One extra greedy decode per prompt (inside `_generate_and_score_completions`, so counted in "rest").
     "remax": {"advantage_estimator": "remax"},
     # Two rewards (digit share + space share) re-weighted before every batch: one extra forward and two backward passes
