@@ -76,6 +76,19 @@ def test_preference_step_still_runs_on_the_shared_timer(tmp_path):
     assert set(result["spread"]) == {"trl_runs", "trl_median_min_s", "trl_median_max_s", "trl_spread_pct"}
 
 
+def test_kto_step_alternates_trl_and_ours_on_the_same_loss(tmp_path):
+    out = tmp_path / "kto.json"
+    proc = run_script("kto_step.py", "--model", "tiny", "--steps", "1", "--warmup", "1", "--batch-size", "4",
+                      "--repeats", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [(r["trainer"], r["loss"]) for r in result["runs"]] == [
+        ("TRL KTOTrainer", "kto"), ("KTOAlignmentTrainer", "kto"), ("TRL KTOTrainer", "kto")]
+    ours = result["runs"][1]
+    trl_mean = (result["runs"][0]["median_s"] + result["runs"][2]["median_s"]) / 2
+    assert ours["trl_median_s"] == pytest.approx(trl_mean) and ours["ratio"] == pytest.approx(ours["median_s"] / trl_mean)
+
+
 # ---------------------------------------------------------------------------------------------- shared helpers
 def test_step_timer_attributes_wrapped_method_time_to_its_step_on_one_instance(monkeypatch):
     from benchmarks import timing
