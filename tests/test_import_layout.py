@@ -26,6 +26,14 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
+def _from_target(node: ast.ImportFrom, package_parts: list[str]) -> str:
+    """The absolute module a `from ... import` reads from (relative levels resolved against ``package_parts``)."""
+    if not node.level:
+        return node.module or ""
+    base = package_parts[: len(package_parts) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imported(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
     """The package modules `module` imports anywhere in its body (TYPE_CHECKING blocks excluded)."""
     package_parts = module.split(".") if is_package else module.split(".")[:-1]
@@ -47,11 +55,7 @@ def _imported(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> 
                 if alias.name == PACKAGE or alias.name.startswith(PACKAGE + "."):
                     found.add(resolve(alias.name))
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package_parts[: len(package_parts) - node.level + 1]
-                base_name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                base_name = node.module or ""
+            base_name = _from_target(node, package_parts)
             if base_name == PACKAGE or base_name.startswith(PACKAGE + "."):
                 for alias in node.names:
                     found.add(resolve(f"{base_name}.{alias.name}"))
@@ -115,12 +119,7 @@ def unresolved_imports(root: Path = ROOT) -> list[str]:
         package_parts = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
             if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package_parts[: len(package_parts) - node.level + 1]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
-                targets = [target]
+                targets = [_from_target(node, package_parts)]
             elif isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
