@@ -43,12 +43,13 @@ class PreferenceTrainer(TrainerHooks, ReferenceCacheMixin, DomainReweightingMixi
     - configuration is checked before training: loss names and hyper-parameters, required columns, empty
       completions, chat template; TRL options the registry replaces are rejected instead of ignored;
     - stateful losses (e.g. `beta_dpo`) get one `LossState` each, global across ranks (``accelerator.gather``), saved
-      in every checkpoint (`loss_state.pt`, or `loss_state_{rank}.pt` with several processes) and restored on resume;
+      in every checkpoint (`loss_state.pt`, or `loss_state_{rank}.pt` with several processes) and restored on resume
+      (registered with `self.process_states`, `TrainerHooks`);
     - per-token model outputs a loss requires (e.g. `log_sum_sq_probs` for `wpo`) are requested from the fused head;
     - `args.token_weighting` (e.g. `tldr`, `entropy`) weights every completion token of policy and reference sums,
       whatever the loss (`PreferenceBatch.chosen_token_weight` / `rejected_token_weight`);
     - `args.domain_reweighting` (e.g. `doremi`) updates per-domain weights online from the per-example losses and
-      applies them by sampling or by loss weights (`DomainReweightingMixin`).
+      applies them by sampling or by loss weights (`DomainReweightingMixin`, ``self.domains``).
     """
 
     _tag_names = ["trl", "dpo", "alignment"]
