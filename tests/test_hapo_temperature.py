@@ -183,3 +183,19 @@ def test_pivot_and_sign_follow_the_hapo_policy_loss(tiny_model_dir, tmp_path, pr
 def test_bad_settings_fail_at_start_up(tiny_model_dir, tmp_path, prompts, overrides, message):
     with pytest.raises(ValueError, match=message):
         make_trainer(tiny_model_dir, tmp_path, prompts, **overrides)
+
+
+def test_recipe_uses_the_official_tau():
+    from pathlib import Path
+
+    from trl import DatasetMixtureConfig, ModelConfig
+
+    from alignment.commands.script_utils import parse_recipe
+    from alignment.configs import AlignmentScriptArguments
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes/smollm2-135m/hapo.yaml"
+    args = parse_recipe((AlignmentScriptArguments, GroupRLConfig, ModelConfig, DatasetMixtureConfig),
+                        ["--config", str(recipe)])[1]
+    assert (args.hapo_temperature_tau, args.temperature, args.policy_loss, args.advantage_estimator) == (
+        0.05, 1.0, "hapo", "hapo")
+    GroupRLTrainer._check_config(args)
