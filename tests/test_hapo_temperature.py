@@ -199,3 +199,14 @@ def test_recipe_uses_the_official_tau():
     assert (args.hapo_temperature_tau, args.temperature, args.policy_loss, args.advantage_estimator) == (
         0.05, 1.0, "hapo", "hapo")
     GroupRLTrainer._check_config(args)
+
+
+def test_greedy_baseline_rollouts_are_left_alone(tiny_model_dir, tmp_path, prompts):
+    # ReMax decodes one greedy completion per prompt through the same `_generate_single_turn`: no processor there.
+    trainer = make_trainer(tiny_model_dir, tmp_path, prompts, hapo_temperature_tau=0.05, advantage_estimator="remax")
+    sampled = []
+    original = trainer._hapo_temperature.sampling
+    trainer._hapo_temperature.sampling = lambda t: sampled.append(t.generation_config.do_sample) or original(t)
+    trainer.train()
+    assert sampled == [True, True]  # the two training rollouts only, not the two greedy ones
+    assert len([e for e in trainer.state.log_history if "hapo/temperature_mean" in e]) == 2
