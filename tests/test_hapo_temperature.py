@@ -210,3 +210,31 @@ def test_greedy_baseline_rollouts_are_left_alone(tiny_model_dir, tmp_path, promp
     trainer.train()
     assert sampled == [True, True]  # the two training rollouts only, not the two greedy ones
     assert len([e for e in trainer.state.log_history if "hapo/temperature_mean" in e]) == 2
+
+
+def test_logged_temperature_matches_a_forward_pass_over_the_sampled_tokens(tiny_model_dir, tmp_path, prompts):
+    """End to end: the mean T_t that `generate` used equals T (1 + tau mean h_hat), h_hat of the sampled completion
+    tokens from a separate full forward, normalised with the *previous* rollout's statistics."""
+    trainer = make_trainer(tiny_model_dir, tmp_path, prompts, hapo_temperature_tau=0.5, learning_rate=1e-8,
+                           max_steps=3)
+    component, expected = trainer._hapo_temperature, []
+    update = component.update
+
+    def checked_update(t, output):
+        previous = component.stats
+        if previous is not None:
+            with torch.no_grad():
+                _, entropies, _ = t._get_per_token_logps_and_entropies(
+                    t.model, torch.cat([output["prompt_ids"], output["completion_ids"]], 1),
+                    torch.cat([output["prompt_mask"], output["completion_mask"]], 1),
+                    output["completion_ids"].size(1), batch_size=G, compute_entropy=True)
+            mask = output["completion_mask"].bool()
+            expected.append(1.0 + 0.5 * apply_entropy_statistics(entropies, previous)[mask].mean().item())
+        update(t, output)
+
+    component.update = checked_update
+    trainer.train()
+    logged = [e["hapo/temperature_mean"] for e in trainer.state.log_history if "hapo/temperature_mean" in e]
+    assert logged[0] == 1.0 and len(expected) == 2
+    assert logged[1:] == pytest.approx(expected, abs=1e-4)
+    assert all(abs(value - 1.0) > 1e-3 for value in expected)
