@@ -238,3 +238,38 @@ def test_logged_temperature_matches_a_forward_pass_over_the_sampled_tokens(tiny_
     assert logged[0] == 1.0 and len(expected) == 2
     assert logged[1:] == pytest.approx(expected, abs=1e-4)
     assert all(abs(value - 1.0) > 1e-3 for value in expected)
+
+
+def test_two_processes_share_one_set_of_statistics(tiny_model_dir, tmp_path):
+    """The statistics are over the completion tokens of both ranks (gathered), so both sample with the same ones."""
+    import json
+    import socket
+    import sys
+    from pathlib import Path
+
+    from tests.launching import run_launch
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1",
+               WANDB_DISABLED="true")
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(root / "accelerate_configs/cpu_2proc.yaml"), "--main_process_port", str(port),
+           str(root / "scripts/run_grpo.py"), "--config", str(root / "recipes/tiny/grpo.yaml"),
+           "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "2",
+           "--per_device_train_batch_size", "2", "--logging_steps", "1", "--hapo_temperature_tau", "0.05",
+           "--save_strategy", "steps", "--save_steps", "2"]
+    proc = run_launch(cmd, cwd=root, env=env, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    checkpoint = out / "checkpoint-2"
+    rank0, rank1 = (torch.load(checkpoint / f"{STATE_FILE.removesuffix('.pt')}_{rank}.pt", weights_only=True)
+                    for rank in (0, 1))
+    assert set(rank0) == {"q", "std", "pos_scale", "neg_scale"}
+    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    logged = [e["hapo/temperature_mean"] for e in json.loads((checkpoint / "trainer_state.json").read_text())[
+        "log_history"] if "hapo/temperature_mean" in e]
+    assert logged[0] == 1.0 and logged[1] != pytest.approx(1.0, abs=1e-6)

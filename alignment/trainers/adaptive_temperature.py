@@ -85,7 +85,9 @@ class HAPOTemperature:
 
     # ---------------------------------------------------------------- checkpoint (`ProcessStates` holder)
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {} if self.stats is None else {name: value.detach().cpu() for name, value in self.stats._asdict().items()}
+        if self.stats is None:  # before the first rollout
+            return {}
+        return {name: value.detach().cpu() for name, value in self.stats._asdict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.stats = EntropyStatistics(**state) if state else None
