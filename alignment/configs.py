@@ -546,6 +546,17 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             "batch; if the batch is still not full the run stops with an error (verl's `max_num_gen_batches`)."
         },
     )
+    hapo_temperature_tau: float | None = field(
+        default=None,
+        metadata={
+            "help": "HAPO's adaptive temperature sampling (arXiv 2509.16591; `alignment.sampling.hapo_temperature`): "
+            "each completion token is sampled at T_t = T (1 + tau clip(h_t, -1, 1)), h_t the entropy of its "
+            "next-token distribution normalised with the statistics of the previous step's rollout (the first step "
+            "samples at T). In [0, 1); the official value is 0.05. Unset: off. transformers generation only (not "
+            "with `use_vllm`), sampling only (`temperature` > 0). Uses `policy_loss: hapo`'s `entropy_pivot` / "
+            "`compat_code` when that is the policy loss. Logs `hapo/temperature_mean`."
+        },
+    )
     # The clipping flags `policy_loss` replaced. Kept as fields only so that a recipe still setting one fails with an
     # error that names its replacement (`removed_policy_flags`) instead of the parser's "unknown key".
     clip_by_advantage_sign: str | None = field(default=None, metadata={"help": _REMOVED_HELP})

@@ -351,7 +351,8 @@ def test_two_process_cpu_launch(tiny_model_dir, tmp_path):
 
 GROUP_RL_RECIPES = ["smollm2-135m/grpo.yaml", "smollm2-135m/dr_grpo.yaml", "smollm2-135m/dapo.yaml",
                     "smollm2-135m/ngrpo.yaml", "smollm2-135m/grpo-vllm.yaml", "smollm2-135m/grpo-multiobjective.yaml",
-                    "smollm2-135m/remax.yaml", "smollm2-135m/drpo.yaml", "smollm2-135m/apa.yaml", "tiny/grpo.yaml"]
+                    "smollm2-135m/remax.yaml", "smollm2-135m/drpo.yaml", "smollm2-135m/apa.yaml",
+                    "smollm2-135m/hapo.yaml", "tiny/grpo.yaml"]
 
 
 @pytest.mark.parametrize("recipe", GROUP_RL_RECIPES)

@@ -15,6 +15,7 @@ tokens get h_hat < 0) by default; ``compat_code=True`` reproduces the released c
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -30,22 +31,30 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def normalized_entropy(entropy: torch.Tensor, mask: torch.Tensor, pivot: float = 0.8,
-                       compat_code: bool = False) -> torch.Tensor:
-    """HAPO's normalised token entropy h_hat ``[B, T]`` (0 at masked positions).
+class EntropyStatistics(NamedTuple):
+    """The per-batch normalisation of HAPO's h_hat (scalar tensors): the pivot quantile ``q`` of the log-entropies,
+    their spread ``std`` around it, and the scales of the positive and negative sides (the official code's
+    ``norm_entropys = (median, std, scale_pos, scale_neg)``, which its sampler reuses one step later)."""
 
-    ``e_t = log max(H_t, 1e-8)``; ``q`` = the `pivot` quantile of e over the masked tokens (HAPO default 0.8, not the
-    median); ``h_t = (e_t - q) / (sqrt(mean_masked((e - q)^2)) + 1e-6)``; then ``h_hat = h / max(h)`` for h > 0 and
-    ``h / |min(h)|`` for h <= 0, so h_hat lies in [-1, 1] (low-entropy tokens negative). With ``compat_code=True``
-    the negative side is divided by ``min(h)`` itself, as in the released code: h_hat >= 0 everywhere.
-    """
+    q: torch.Tensor
+    std: torch.Tensor
+    pos_scale: torch.Tensor
+    neg_scale: torch.Tensor
+
+
+def entropy_statistics(entropy: torch.Tensor, mask: torch.Tensor, pivot: float = 0.8,
+                       compat_code: bool = False) -> EntropyStatistics | None:
+    """The statistics of `normalized_entropy` over the masked tokens of ``entropy`` ``[B, T]``; None when the mask
+    is empty. ``pos_scale = 1 / max(h)`` (0 when no h > 0); ``neg_scale = 1 / |min(h)|`` (``1 / min(h)`` with
+    ``compat_code``; 0 when no h < 0)."""
     mask = mask.to(entropy.dtype)
     if mask.sum() == 0:
-        return torch.zeros_like(entropy)
+        return None
     e = torch.log(entropy.clamp(min=ENTROPY_FLOOR))
     q = torch.quantile(e[mask.bool()].float(), pivot).to(e.dtype)
     d = e - q
-    h = d / (torch.sqrt(_masked_mean(d * d, mask)) + STD_EPS)
+    std = torch.sqrt(_masked_mean(d * d, mask))
+    h = d / (std + STD_EPS)
     valid = mask.bool()
     h_max = h[valid].max()
     h_min = h[valid].min()
@@ -54,8 +63,32 @@ def normalized_entropy(entropy: torch.Tensor, mask: torch.Tensor, pivot: float =
         neg_scale = (1.0 / h_min) if compat_code else (1.0 / h_min.abs())
     else:
         neg_scale = torch.zeros_like(h_min)
-    h_hat = torch.where(h > 0, h * pos_scale, h * neg_scale).clamp(-1.0, 1.0)
-    return h_hat * mask
+    return EntropyStatistics(q, std, pos_scale, neg_scale)
+
+
+def apply_entropy_statistics(entropy: torch.Tensor, stats: EntropyStatistics) -> torch.Tensor:
+    """h_hat (same shape as ``entropy``) of entropies normalised with given statistics, clipped to [-1, 1]:
+    ``h = (log max(H, 1e-8) - q) / (std + 1e-6)``, ``h_hat = clip(h * (pos_scale if h > 0 else neg_scale), -1, 1)``.
+    The clip matters when the statistics come from another batch (the sampler's case): a token may lie beyond that
+    batch's max or min."""
+    h = (torch.log(entropy.clamp(min=ENTROPY_FLOOR)) - stats.q) / (stats.std + STD_EPS)
+    return torch.where(h > 0, h * stats.pos_scale, h * stats.neg_scale).clamp(-1.0, 1.0)
+
+
+def normalized_entropy(entropy: torch.Tensor, mask: torch.Tensor, pivot: float = 0.8,
+                       compat_code: bool = False) -> torch.Tensor:
+    """HAPO's normalised token entropy h_hat ``[B, T]`` (0 at masked positions).
+
+    ``e_t = log max(H_t, 1e-8)``; ``q`` = the `pivot` quantile of e over the masked tokens (HAPO default 0.8, not the
+    median); ``h_t = (e_t - q) / (sqrt(mean_masked((e - q)^2)) + 1e-6)``; then ``h_hat = h / max(h)`` for h > 0 and
+    ``h / |min(h)|`` for h <= 0, so h_hat lies in [-1, 1] (low-entropy tokens negative). With ``compat_code=True``
+    the negative side is divided by ``min(h)`` itself, as in the released code: h_hat >= 0 everywhere. The same
+    statistics (`entropy_statistics`) normalise the next rollout's sampling temperature (`alignment.sampling`).
+    """
+    stats = entropy_statistics(entropy, mask, pivot, compat_code)
+    if stats is None:
+        return torch.zeros_like(entropy)
+    return apply_entropy_statistics(entropy, stats) * mask.to(entropy.dtype)
 
 
 def adaptive_clip_bounds(eps_low: float, eps_high: float, h_hat: torch.Tensor,

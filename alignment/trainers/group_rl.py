@@ -24,6 +24,9 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   `reward_weight/<reward>` and saved in checkpoints.
 - **Dynamic sampling.** `args.group_filter` (`dynamic_sampling` module): DAPO's zero-variance / NGRPO's all-correct
   group filter with refills from new prompts, logged as `group_filter/drop_rate` and `group_filter/generation_rounds`.
+- **Adaptive temperature.** `args.hapo_temperature_tau` (`adaptive_temperature` module): HAPO's per-token sampling
+  temperature from the previous rollout's entropy statistics, a logits processor on transformers' `generate`;
+  logged as `hapo/temperature_mean`, statistics saved in checkpoints.
 - **Start-up checks.** Unknown estimator / policy loss / hyper-parameter (or a bad value, or a policy loss needing
   inputs the run will not have), generation paths the greedy rollout does not cover, TRL options that our advantages
   or policy loss would silently override, unresolvable rewards or ones that fail on the first training example,
@@ -43,6 +46,8 @@ from trl import GRPOTrainer
 from ..advantages import compute_advantages, get_advantage_estimator, resolve_loss_type, validate_advantage_estimator
 from ..policy_losses import AGGREGATIONS, POLICY_LOSSES, aggregate, compute_policy_loss, validate_policy_loss
 from ..rewards.sources import trl_reward_funcs
+from .adaptive_temperature import STATE_FILE as HAPO_TEMPERATURE_FILE
+from .adaptive_temperature import HAPOTemperature, check_hapo_temperature, check_hapo_temperature_trainer
 from .domain_reweighting import DomainReweightingMixin
 from .dynamic_sampling import check_group_filter, check_refill_dataset, filtered_generation
 from .greedy_baseline import check_greedy_baseline_supported, greedy_baseline_rewards
@@ -118,6 +123,13 @@ class GroupRLTrainer(TrainerHooks, RewardWeightingMixin, DomainReweightingMixin,
         if self._needs_greedy_baseline:
             check_greedy_baseline_supported(self)
         self._init_reward_weighting()
+        self._hapo_temperature = HAPOTemperature.from_args(args)
+        if self._hapo_temperature is not None:
+            check_hapo_temperature_trainer(self)
+            self.process_states.register(
+                HAPO_TEMPERATURE_FILE, self._hapo_temperature,
+                missing_hint="the checkpoint was written without `hapo_temperature_tau`; resume with the same "
+                             "setting, or start a new run.")
 
     # ------------------------------------------------------------------ configuration
     @staticmethod
@@ -134,6 +146,7 @@ class GroupRLTrainer(TrainerHooks, RewardWeightingMixin, DomainReweightingMixin,
             raise ValueError(f"advantage_estimator {spec.name!r} needs {missing}, which GroupRLTrainer does not "
                              f"produce (it supplies {list(_SUPPLIED_INPUTS)}). Choose another estimator.")
         validate_advantage_estimator(args.advantage_estimator, **args.advantage_kwargs)
+        check_hapo_temperature(args)
         check_group_filter(group_filter=args.group_filter, max_generation_rounds=args.max_generation_rounds,
                            world_size=args.world_size)
         # GroupRLConfig resolved an unset loss_type already; this rejects one the estimator cannot train with.
@@ -191,9 +204,25 @@ class GroupRLTrainer(TrainerHooks, RewardWeightingMixin, DomainReweightingMixin,
 
     def _generate_and_score_completions(self, inputs):
         if self.model.training and self.args.group_filter != "none":  # DAPO / NGRPO dynamic sampling
-            return filtered_generation(self, inputs, self._score_generation_batch, group_filter=self.args.group_filter,
-                                       max_generation_rounds=self.args.max_generation_rounds)
-        return self._score_generation_batch(inputs)
+            output = filtered_generation(self, inputs, self._score_generation_batch,
+                                         group_filter=self.args.group_filter,
+                                         max_generation_rounds=self.args.max_generation_rounds)
+        else:
+            output = self._score_generation_batch(inputs)
+        if self._hapo_temperature is not None and self.model.training:  # statistics for the next rollout
+            self._hapo_temperature.update(self, output)
+        return output
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # HAPO's per-token temperature: training rollouts only (not evaluation, not ReMax's greedy baseline).
+        if self._hapo_temperature is None or not self.model.training or not self.generation_config.do_sample:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        with self._hapo_temperature.sampling(self) as processor:
+            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, images, multimodal_fields,
+                                                                     num_generations, has_tool_images)
+        self._hapo_temperature.log(self, processor, completion_ids)
+        return completion_ids, logprobs
 
     def _score_generation_batch(self, inputs):
         output = super()._generate_and_score_completions(inputs)
