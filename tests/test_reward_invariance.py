@@ -238,3 +238,19 @@ def test_two_step_run_through_reward_main(tiny_model_dir, tmp_path):
     assert sorted(trainer.domain_names[:2]) == ["addition", "comparison"]
     saved = json.loads((tmp_path / "out" / "eval_results.json").read_text())
     assert set(saved["reward"]["pairwise_accuracy"]) == {"all", "addition", "comparison"}
+
+
+def test_smollm2_recipe_parses_with_the_reward_steps_config():
+    from trl import DatasetMixtureConfig, ModelConfig
+
+    from alignment.commands.console import STEPS
+    from alignment.commands.script_utils import parse_recipe
+    from alignment.configs import AlignmentRewardConfig, AlignmentScriptArguments
+
+    assert "alignment.configs:AlignmentRewardConfig" in STEPS["reward"].dataclasses
+    _, training_args, _, _, _ = parse_recipe(
+        (AlignmentScriptArguments, AlignmentRewardConfig, ModelConfig, DatasetMixtureConfig),
+        ["--config", str(ROOT / "recipes/smollm2-135m/reward-vrex.yaml")],
+    )
+    assert training_args.reward_invariance == "vrex"
+    assert training_args.reward_invariance_kwargs == {"penalty_weight": 10.0, "anneal_steps": 10}
