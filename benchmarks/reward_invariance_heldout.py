@@ -29,6 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="a model alias/path, or `tiny`")
     parser.add_argument("--max_steps", type=int, default=30, help="reward-model steps per run (batch 8)")
     parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--data_seed", type=int, default=1, help="the order of the training data (both runs)")
     parser.add_argument("--penalty_weight", type=float, default=10.0)
     parser.add_argument("--anneal_steps", type=int, default=3)
     parser.add_argument("--noise", type=float, default=0.2, help="label noise of the training pairs (test is clean)")
@@ -61,7 +62,8 @@ def main(argv=None) -> dict:
         if not (path / "config.json").is_file():
             start = time.time()
             trainer, _ = reward_main([
-                "--config", str(recipe), "--model_name_or_path", model, "--seed", "42", "--data_seed", "1",
+                "--config", str(recipe), "--model_name_or_path", model,
+                "--seed", "42", "--data_seed", str(args.data_seed),
                 "--max_steps", str(args.max_steps), "--learning_rate", str(args.learning_rate),
                 "--task_domains", *args.train_domains, "--task_label_noise", str(args.noise),
                 "--train_limit_per_domain", "300", "--eval_limit_per_domain", "1", "--logging_steps", "5",
