@@ -254,3 +254,14 @@ def test_smollm2_recipe_parses_with_the_reward_steps_config():
     )
     assert training_args.reward_invariance == "vrex"
     assert training_args.reward_invariance_kwargs == {"penalty_weight": 10.0, "anneal_steps": 10}
+
+
+def test_the_recipe_on_plain_pairs_names_the_domain_column(tiny_model_dir, tmp_path):
+    from alignment.commands import reward_cli
+
+    argv = ["--config", str(ROOT / "recipes/smollm2-135m/reward-vrex.yaml"), "--model_name_or_path", tiny_model_dir,
+            "--dataset_name", str(ROOT / "examples/data/preference-standard"), "--output_dir", str(tmp_path / "o"),
+            "--max_steps", "1", "--bf16", "false"]
+    with pytest.raises(ValueError, match="needs a `domain` column"):
+        reward_cli.reward_main(argv)
+    assert not (tmp_path / "o" / "config.json").exists()  # refused before any training or save
