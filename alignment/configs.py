@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass, field, fields
 
-from trl import DPOConfig, GRPOConfig, KTOConfig, ScriptArguments, SFTConfig
+from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, ScriptArguments, SFTConfig
 
 from .advantages import resolve_loss_type
 from .data.tasks import check_label_noise
@@ -20,6 +20,7 @@ from .mixture_config import (  # noqa: F401  (the mixture sections stay importab
 )
 from .model_card import check_hub_license
 from .recipe_values import as_list, as_mapping, parse_mapping_text
+from .reward_objectives import validate_reward_invariance
 from .rewards.sources import check_reward_sources
 from .unpaired import resolve_unpaired_loss
 
@@ -607,4 +608,42 @@ class KTOAlignmentConfig(KTOConfig):
     def __post_init__(self):
         self.loss_kwargs = as_mapping(self.loss_kwargs)
         resolve_unpaired_loss(self)
+        super().__post_init__()
+
+
+@dataclass
+class AlignmentRewardConfig(RewardConfig):
+    """TRL's `RewardConfig` plus an optional domain-invariance penalty (`alignment.reward_objectives`).
+
+    Unset (the default), the reward step is TRL's `RewardTrainer` loss exactly. A name or hyper-parameter the registry
+    rejects fails here, when the recipe is parsed; a dataset without two `domain`s fails when the trainer is built.
+    """
+
+    reward_invariance: str | None = field(
+        default=None,
+        metadata={
+            "help": "Domain-invariance penalty added to the Bradley-Terry loss, from `alignment.reward_objectives`: "
+            "`vrex` (V-REx, arXiv 2003.00688: lambda * variance across the batch's domains of the per-domain "
+            "Bradley-Terry risks). Needs a `domain` column with at least two domains in the training data. "
+            "Default: none (TRL's loss)."
+        },
+    )
+    reward_invariance_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Hyper-parameters of `reward_invariance` as a mapping (or a JSON string on the command line). "
+            "`vrex`: penalty_weight (lambda, default 1.0), anneal_steps (steps with weight 1 before lambda, "
+            "default 0)."
+        },
+    )
+
+    def __post_init__(self):
+        self.reward_invariance_kwargs = as_mapping(self.reward_invariance_kwargs)
+        if self.reward_invariance in (None, "") or str(self.reward_invariance).lower() in UNSET_WORDS:
+            self.reward_invariance = None
+            if self.reward_invariance_kwargs:
+                raise ValueError("`reward_invariance_kwargs` is set but `reward_invariance` is not: set "
+                                 "`reward_invariance: vrex` or remove the kwargs.")
+        else:
+            validate_reward_invariance(self.reward_invariance, self.reward_invariance_kwargs)
         super().__post_init__()

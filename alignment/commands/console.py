@@ -50,7 +50,7 @@ STEPS = {
     "grpo": Step("alignment.commands.cli:grpo_main", "group-relative RL (GRPO and the alignment.advantages registry)",
                  _recipe("alignment.configs:GroupRLConfig")),
     "reward": Step("alignment.commands.reward_cli:reward_main", "Bradley-Terry reward-model training",
-                   _recipe("trl:RewardConfig")),
+                   _recipe("alignment.configs:AlignmentRewardConfig")),
     "generate": Step("alignment.commands.generate_cli:generate_main", "on-policy preference pairs scored by rewards",
                      ("alignment.commands.generate_cli:PairGenerationArguments",)),
     "iterate": Step("alignment.commands.iterate_cli:iterate_main",

@@ -21,8 +21,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from trl import RewardConfig, RewardTrainer
-
 from ..data import TASK_SUITE, load_task_suite
 from ..data.worked import with_worked_answers
 from ..data_sources import load_source
@@ -32,7 +30,9 @@ from ..modeling.reward_model import (
     load_reward_model_and_tokenizer,
     score_pairs,
 )
+from ..configs import AlignmentRewardConfig
 from ..reward_merge import record_init_fingerprint
+from ..trainers.reward import AlignmentRewardTrainer
 from ..trainers.validation import check_finite_column
 from .cli import run_recipe
 
@@ -101,7 +101,8 @@ def _pairwise_accuracy(trainer, tokenizer, eval_dataset, training_args, results:
 
 
 def reward_main(argv=None):
-    """Train a Bradley-Terry reward model from a recipe (`RewardConfig` + `ModelConfig` + our script arguments).
+    """Train a Bradley-Terry reward model from a recipe (`AlignmentRewardConfig`: TRL's `RewardConfig` plus an
+    optional `reward_invariance` penalty across domains; + `ModelConfig` + our script arguments).
 
     Data: any preference dataset (`prompt`/`chosen`/`rejected`), e.g. `dataset_name: task-suite` (with an optional
     `task_label_noise` tier on the train split). Saves the model and tokenizer to `output_dir`, and writes the
@@ -110,7 +111,8 @@ def reward_main(argv=None):
     (`alignment.commands.cli.run_recipe`) does the rest, as for every other step.
     """
     return run_recipe(
-        argv, RewardConfig, RewardTrainer, "preference", lambda args: "reward", eval_during_training_only=False,
+        argv, AlignmentRewardConfig, AlignmentRewardTrainer, "preference", lambda args: "reward",
+        eval_during_training_only=False,
         # Looked up per call, so a test can replace it on this module; the model first: its new `score` head is
         # drawn right after the seed is set.
         load_model=lambda *args: _load_reward_model(*args), model_before_data=True,
