@@ -35,13 +35,16 @@ class ExtraColumnsCollator:
             if column not in first:
                 continue
             if column in _CATEGORICAL_COLUMNS:
-                batch[column] = torch.tensor([self._domain_id(example[column]) for example in examples])
+                batch[column] = torch.tensor([domain_id(self.domain_names, example[column]) for example in examples])
             else:
                 batch[column] = torch.tensor([float(example[column]) for example in examples], dtype=torch.float32)
         return batch
 
-    def _domain_id(self, name: Any) -> int:
-        name = str(name)
-        if name not in self.domain_names:
-            self.domain_names.append(name)
-        return self.domain_names.index(name)
+
+def domain_id(domain_names: list[str], name: Any) -> int:
+    """The integer id of domain ``name``: its index in ``domain_names``, appended first when unseen (e.g. an eval-only
+    domain), so the ids of every batch share one mapping with the trainer's logs."""
+    name = str(name)
+    if name not in domain_names:
+        domain_names.append(name)
+    return domain_names.index(name)

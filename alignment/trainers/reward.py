@@ -15,6 +15,7 @@ import torch
 from trl import RewardTrainer
 
 from ..reward_objectives import invariance_penalty
+from .collators import domain_id
 from .hooks import TrainerHooks
 
 DOMAIN_COLUMN = "domain"
@@ -32,14 +33,10 @@ class DomainIdsCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.base(examples)
         if DOMAIN_COLUMN in examples[0]:
-            batch[_DOMAIN_IDS] = torch.tensor([self._id(example[DOMAIN_COLUMN]) for example in examples])
+            batch[_DOMAIN_IDS] = torch.tensor([domain_id(self.domain_names, example[DOMAIN_COLUMN])
+                                               for example in examples])
         return batch
 
-    def _id(self, name: Any) -> int:
-        name = str(name)
-        if name not in self.domain_names:
-            self.domain_names.append(name)
-        return self.domain_names.index(name)
 
 
 def training_domains(dataset, objective: str) -> list[str]:
