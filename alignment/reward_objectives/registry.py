@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import Registry, require_in_range
+from ..registry import Registry, require_in_range
 
 def _dummy_call(spec, hparams: dict[str, Any]) -> None:
     # The objective's own value checks run once when the recipe is parsed, on two dummy domain risks, not at the
