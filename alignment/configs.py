@@ -613,7 +613,7 @@ class KTOAlignmentConfig(KTOConfig):
 
 @dataclass
 class AlignmentRewardConfig(RewardConfig):
-    """TRL's `RewardConfig` plus an optional domain-invariance penalty (`alignment.reward_objectives`).
+    """TRL's `RewardConfig` plus an optional domain-invariance objective (`alignment.reward_objectives`).
 
     Unset (the default), the reward step is TRL's `RewardTrainer` loss exactly. A name or hyper-parameter the registry
     rejects fails here, when the recipe is parsed; a dataset without two `domain`s fails when the trainer is built.
@@ -622,10 +622,12 @@ class AlignmentRewardConfig(RewardConfig):
     reward_invariance: str | None = field(
         default=None,
         metadata={
-            "help": "Domain-invariance penalty added to the Bradley-Terry loss, from `alignment.reward_objectives`: "
-            "`vrex` (V-REx, arXiv 2003.00688: lambda * variance across the batch's domains of the per-domain "
-            "Bradley-Terry risks). Needs a `domain` column with at least two domains in the training data. "
-            "Default: none (TRL's loss)."
+            "help": "Domain-invariance objective for the Bradley-Terry loss, from `alignment.reward_objectives`: "
+            "`vrex` (V-REx, arXiv 2003.00688: + lambda * variance across the batch's domains of the per-domain "
+            "Bradley-Terry risks; every domain labelled) or `dial` (DIAL, arXiv 2501.00911: the pairs of "
+            "`target_domains` are unlabelled target data, left out of the Bradley-Terry loss; + lambda * a "
+            "Wasserstein critic's distance between source and target embeddings). Needs a `domain` column with at "
+            "least two domains in the training data. Default: none (TRL's loss)."
         },
     )
     reward_invariance_kwargs: dict | str | None = field(
@@ -633,7 +635,10 @@ class AlignmentRewardConfig(RewardConfig):
         metadata={
             "help": "Hyper-parameters of `reward_invariance` as a mapping (or a JSON string on the command line). "
             "`vrex`: penalty_weight (lambda, default 1.0), anneal_steps (steps with weight 1 before lambda, "
-            "default 0)."
+            "default 0). `dial`: target_domains (required: the unlabelled domains), weight (lambda, 0.01), "
+            "critic_layers ([256, 128]), critic_activation (none = the released linear critic; relu, gelu, tanh, "
+            "leaky_relu), critic_iterations (3), gradient_penalty (1.0), critic_lr (1e-4), critic_weight_decay "
+            "(1e-3)."
         },
     )
 
@@ -643,7 +648,7 @@ class AlignmentRewardConfig(RewardConfig):
             self.reward_invariance = None
             if self.reward_invariance_kwargs:
                 raise ValueError("`reward_invariance_kwargs` is set but `reward_invariance` is not: set "
-                                 "`reward_invariance: vrex` or remove the kwargs.")
+                                 "`reward_invariance` (vrex, dial) or remove the kwargs.")
         else:
             validate_reward_invariance(self.reward_invariance, self.reward_invariance_kwargs)
         super().__post_init__()

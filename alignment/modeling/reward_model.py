@@ -10,6 +10,8 @@ last non-pad token it was trained to score. Used by reward training and margin a
 
 from __future__ import annotations
 
+import contextlib
+
 from types import SimpleNamespace
 from typing import Any
 
@@ -72,6 +74,24 @@ def check_pair_columns(dataset, name: str) -> None:
             )
 
 
+@contextlib.contextmanager
+def _no_process_ordering():
+    """TRL 1.16's `_prepare_dataset` lets the main process go first with a barrier (`global_then_local_main_first`).
+    Scoring runs on one process (the main one, after a multi-process training run), where that barrier waits for
+    processes that never arrive (a crash in gloo, a hang in NCCL): the ordering is switched off for the call."""
+    import trl.trainer.reward_trainer as reward_trainer
+
+    original = getattr(reward_trainer, "global_then_local_main_first", None)
+    if original is None:  # another TRL: nothing to switch off
+        yield
+        return
+    reward_trainer.global_then_local_main_first = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        reward_trainer.global_then_local_main_first = original
+
+
 def tokenize_pairs(dataset, tokenizer):
     """``(chosen_ids, rejected_ids)`` per row, exactly as TRL's `RewardTrainer` tokenizes them (no length filter)."""
     from trl import RewardTrainer
@@ -79,7 +99,8 @@ def tokenize_pairs(dataset, tokenizer):
     # `_prepare_dataset` only reads `max_length` (None: keep every row, so ids stay aligned with the rows) and
     # `dataset_num_proc` from the config; calling TRL's own code keeps scoring in step with training.
     args = SimpleNamespace(max_length=None, dataset_num_proc=None)
-    prepared = RewardTrainer._prepare_dataset(None, dataset, tokenizer, args, "scoring")
+    with _no_process_ordering():
+        prepared = RewardTrainer._prepare_dataset(None, dataset, tokenizer, args, "scoring")
     if len(prepared) != len(dataset):
         raise RuntimeError(f"Tokenization kept {len(prepared)} of {len(dataset)} rows; expected all of them.")
     return prepared["chosen_ids"], prepared["rejected_ids"]
