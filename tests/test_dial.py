@@ -401,3 +401,24 @@ def test_two_processes_keep_one_critic(tiny_model_dir, tmp_path):
     assert not torch.equal(rank0["generator"], rank1["generator"])  # each process its own interpolation draws
     initial = DomainCritic(16, seed=42, critic_layers=(16, 8)).net.state_dict()
     assert any(not torch.equal(initial[key], rank0["net"][key]) for key in initial)  # it did train
+
+
+def test_smollm2_recipe_parses_and_refuses_plain_pairs_naming_the_domain_column(tiny_model_dir, tmp_path):
+    from trl import DatasetMixtureConfig, ModelConfig
+
+    from alignment.commands import reward_cli
+    from alignment.commands.script_utils import parse_recipe
+    from alignment.configs import AlignmentRewardConfig, AlignmentScriptArguments
+
+    recipe = str(ROOT / "recipes/smollm2-135m/reward-dial.yaml")
+    _, training_args, _, _, _ = parse_recipe(
+        (AlignmentScriptArguments, AlignmentRewardConfig, ModelConfig, DatasetMixtureConfig), ["--config", recipe])
+    assert training_args.reward_invariance == "dial"
+    assert training_args.reward_invariance_kwargs["target_domains"] == ["comparison", "counting", "reversal",
+                                                                        "word_problem"]
+    argv = ["--config", recipe, "--model_name_or_path", str(tiny_model_dir), "--dataset_name",
+            str(ROOT / "examples/data/preference-standard"), "--output_dir", str(tmp_path / "o"), "--max_steps", "1",
+            "--bf16", "false"]
+    with pytest.raises(ValueError, match="needs a `domain` column"):
+        reward_cli.reward_main(argv)
+    assert not (tmp_path / "o" / "config.json").exists()  # refused before any training or save

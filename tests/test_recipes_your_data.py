@@ -32,11 +32,12 @@ from alignment.unpaired import UNPAIRED_LOSSES
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "data"
 # doremi, group-dro, dga and scalebio reweight domains, which plain data has none of (group-dro runs in
-# test_domain_reweighting.py, dga and scalebio in test_domain_dga_scalebio.py); reward-vrex compares domains too
-# (its refusal of plain pairs is in test_reward_invariance.py).
+# test_domain_reweighting.py, dga and scalebio in test_domain_dga_scalebio.py); reward-vrex and reward-dial compare
+# domains too (their refusal of plain pairs is in test_reward_invariance.py and test_dial.py).
 # Iterate recipes (a `rounds` field: iterative-dpo, inpo) are parsed below and in tests/test_inpo.py.
 RECIPES = sorted(p for p in ROOT.glob("recipes/*/*.yaml")
-                 if p.stem not in ("doremi", "group-dro", "dga", "scalebio", "generate-pairs", "reward-vrex")
+                 if p.stem not in ("doremi", "group-dro", "dga", "scalebio", "generate-pairs", "reward-vrex",
+                                  "reward-dial")
                  and "rounds" not in (yaml.safe_load(p.read_text()) or {}))
 MAINS = {"dpo": cli.dpo_main, "kto": cli.kto_main, "sft": cli.sft_main, "grpo": cli.grpo_main,
          "reward": reward_main}

@@ -113,7 +113,7 @@ def test_gradient_of_the_penalty_reduces_the_spread_of_risks():
 
 
 def test_registry_and_value_checks():
-    assert REWARD_INVARIANCE.names() == ["vrex"]
+    assert REWARD_INVARIANCE.names() == ["dial", "vrex"]
     assert REWARD_INVARIANCE.get("vrex").hparams == {"penalty_weight": 1.0, "anneal_steps": 0}
     with pytest.raises(ValueError, match="Valid names: vrex"):
         validate_reward_invariance("v-rex", {})
