@@ -115,7 +115,7 @@ def test_gradient_of_the_penalty_reduces_the_spread_of_risks():
 def test_registry_and_value_checks():
     assert REWARD_INVARIANCE.names() == ["dial", "vrex"]
     assert REWARD_INVARIANCE.get("vrex").hparams == {"penalty_weight": 1.0, "anneal_steps": 0}
-    with pytest.raises(ValueError, match="Valid names: vrex"):
+    with pytest.raises(ValueError, match="Valid names: dial, vrex"):
         validate_reward_invariance("v-rex", {})
     with pytest.raises(ValueError, match="does not take"):
         validate_reward_invariance("vrex", {"beta": 1.0})
