@@ -1,11 +1,14 @@
-"""A domain-invariant reward model (V-REx, `reward_invariance: vrex`) vs a single Bradley-Terry reward model, scored
-on task-suite domains neither trained on (the setting of `benchmarks/warm_heldout.py`).
+"""Domain-invariant reward models (V-REx, `reward_invariance: vrex`; DIAL, `reward_invariance: dial`) vs a single
+Bradley-Terry reward model, scored on task-suite domains with no labels in training (the setting of
+`benchmarks/warm_heldout.py`).
 
-Both runs are `alignment-reward` with the recipe `recipes/smollm2-135m/reward-vrex.yaml` (or the tiny one with
-`--model tiny`) and identical overrides (`seed`, `data_seed`, steps, learning rate, domains, label noise); the single
-reward model also sets `--reward_invariance none --reward_invariance_kwargs {}` (TRL's loss exactly). Pairwise
-accuracy = fraction of clean test pairs with r(chosen) > r(rejected), on the training domains (in-domain) and on the
-held-out ones.
+Every run is `alignment-reward` with the recipe `recipes/smollm2-135m/reward-vrex.yaml` (or the tiny one with
+`--model tiny`) and identical overrides (`seed`, `data_seed`, steps, learning rate, label noise); the single reward
+model sets `--reward_invariance none --reward_invariance_kwargs {}` (TRL's loss exactly). V-REx and the single model
+train on the labelled domains only; DIAL also gets the *training* pairs of the held-out domains as unlabelled target
+data (`target_domains`: their order is never read), which is what it is for — it then sees the held-out domains'
+inputs, the others do not. Pairwise accuracy = fraction of clean *test* pairs with r(chosen) > r(rejected), on the
+labelled domains (in-domain) and on the held-out ones.
 
     OMP_NUM_THREADS=1 python benchmarks/reward_invariance_heldout.py --output_dir outputs/vrex-heldout
 
@@ -36,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_domains", nargs="+", default=["addition", "subtraction", "multiplication"])
     parser.add_argument("--heldout_domains", nargs="+", default=["comparison", "counting", "reversal", "word_problem"])
     parser.add_argument("--eval_per_domain", type=int, default=30, help="clean test pairs per domain")
+    parser.add_argument("--arms", nargs="+", default=["single", "vrex", "dial"], choices=["single", "vrex", "dial"])
+    parser.add_argument("--dial_weight", type=float, default=0.01, help="DIAL's lambda (the released config's)")
     return parser.parse_args(argv)
 
 
@@ -53,12 +58,17 @@ def main(argv=None) -> dict:
     else:
         recipe, model = ROOT / "recipes/smollm2-135m/reward-vrex.yaml", args.model
     vrex = json.dumps({"penalty_weight": args.penalty_weight, "anneal_steps": args.anneal_steps})
-    runs = {"single RM (TRL loss)": ["--reward_invariance", "none", "--reward_invariance_kwargs", "{}"],
-            f"V-REx RM (lambda={args.penalty_weight:g})": ["--reward_invariance_kwargs", vrex]}
+    dial = json.dumps({"target_domains": args.heldout_domains, "weight": args.dial_weight})
+    arms = {"single": ("single RM (TRL loss)", ["--reward_invariance", "none", "--reward_invariance_kwargs", "{}"]),
+            "vrex": (f"V-REx RM (lambda={args.penalty_weight:g})", ["--reward_invariance_kwargs", vrex]),
+            "dial": (f"DIAL RM (lambda={args.dial_weight:g}, held-out train pairs unlabelled)",
+                     ["--reward_invariance", "dial", "--reward_invariance_kwargs", dial,
+                      "--task_domains", *args.train_domains, *args.heldout_domains])}
+    runs = dict(arms[arm] for arm in args.arms)
     record = {"args": vars(args), "load_before": load(), "train_seconds": {}, "train_logs": {}}
     paths = {}
-    for i, (name, extra) in enumerate(runs.items()):
-        path = out / f"run-{i}"
+    for arm, (name, extra) in zip(args.arms, runs.items()):
+        path = out / f"run-{arm}"
         if not (path / "config.json").is_file():
             start = time.time()
             trainer, _ = reward_main([
@@ -70,6 +80,7 @@ def main(argv=None) -> dict:
                 "--per_device_train_batch_size", "8", "--report_to", "none", "--output_dir", str(path), *extra])
             record["train_seconds"][name] = time.time() - start
             record["train_logs"][name] = [{k: e[k] for k in ("step", "loss", "accuracy", "invariance_penalty",
+                                                             "source_loss", "domain_loss", "critic_distance",
                                                              "train_loss") if k in e}
                                           for e in trainer.state.log_history if "loss" in e or "train_loss" in e]
         paths[name] = path
