@@ -74,6 +74,21 @@ def test_dga_three_steps_equal_the_papers_equations():
     assert weights[1] == pytest.approx(0.1)
 
 
+def test_dga_two_steps_by_hand_pin_the_ema_placement():
+    # K = 3, target 2, g_0·g_2 = ln 2 and g_1·g_2 = 0, so with η = 1 the EG factors are exactly 2 and 1; β = 1/2.
+    grads = torch.tensor([[1.0, 0.0], [0.0, 1.0], [math.log(2.0), 0.0]], dtype=torch.float64)
+    hp = dict(target_domains=[2], step_size=1.0, ema=0.5)
+    # step 1: α̂ = (½·2, ½·1)/(3/2) = (2/3, 1/3); α = ½(½, ½) + ½(2/3, 1/3) = (7/12, 5/12).
+    w1 = update_domain_weights("dga", torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), step=0, grads=grads, **hp)
+    _close(w1, [7 / 12, 5 / 12, 0.0], tol=1e-12)
+    # step 2 starts the EG step from the EMA (one weight sequence): α̂ = (7/12·2, 5/12)/(19/12) = (14/19, 5/19);
+    # α = ½(7/12, 5/12) + ½(14/19, 5/19) = (301/456, 155/456).
+    w2 = update_domain_weights("dga", w1, step=1, grads=grads, **hp)
+    _close(w2, [301 / 456, 155 / 456, 0.0], tol=1e-12)
+    # The other reading (a raw EG sequence 2/3 -> 4/5, averaged separately: ½·7/12 + ½·4/5 = 83/120) differs by 0.03.
+    assert abs(w2[0].item() - 83 / 120) > 0.03
+
+
 def test_dga_several_target_domains_use_their_mean_gradient():
     grads = [[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 4.0]]
     new = update_domain_weights("dga", torch.full((4,), 0.25, dtype=torch.float64), step=0, grads=torch.tensor(grads),

@@ -48,7 +48,7 @@ def dga(
 
     so a domain whose gradient points along the specialised one gains weight (to first order, a step on it lowers the
     specialised loss). Weights [K] in, [K] out: α_{t+1}·(1 − s) on G and the fixed ``target_share`` s split evenly
-    over the target domains.
+    over the target domains. No equation numbers: the paper's method section could not be read (below).
 
     How ours maps on the paper:
       - the specialised set D_spe is one or more domains of the training data, named by ``target_domains`` (indices
@@ -62,16 +62,30 @@ def dga(
         there (which also trains on the specialised set: not the paper's setting);
       - the EMA is the weights themselves: ``weights`` is the previous EMA (what the sampler used), the return value is
         the new EMA. The EG step starts from the previous EMA, so there is one weight sequence, not a raw EG sequence
-        with a separate average;
+        with a separate average (`test_dga_two_steps_by_hand_pin_the_ema_placement` tells the two apart);
       - the paper's reweighting period T_r is ``domain_update_every`` (our per-domain gradients are still computed
-        at every step; the update uses those of the step it runs at).
+        at every step; the update uses those of the step it runs at);
+      - not implemented: the paper's "distribution reweighting" variant (weights over a few basis distributions
+        instead of thousands of fine-grained domains).
 
     Hyper-parameters: ``step_size`` η (outer learning rate), ``ema`` β, ``target_share`` s. Defaults are ours: η = 1
-    (scale it with the size of ⟨g_i, g_spe⟩ for the chosen parameters), β = 0.1 recalled from the paper's EMA runs,
-    not checked. Paper vs code: no official code was found; the update above is our reading of the paper (methods.md
-    §9d and reviews: EG on ⟨g_i, g_spe⟩ plus an EMA of the weights); its exact normalisation, whether η is multiplied
-    by the model's learning rate (DoGE's is) and the EMA's placement were not re-checked against the PDF. ``step`` is
-    unused.
+    (scale it with the size of ⟨g_i, g_spe⟩ for the chosen parameters), β = 0.1.
+
+    Sources and what is verified (re-checked 2026-12, issue 16 item 5). No official code exists that we could find
+    (no DGA repository under apple/ml-*; the authors' public repositories hold DoGE, `Olivia-fsm/DoGE`, and a later
+    multi-target method, `Olivia-fsm/multi-target-data-mixing`; `apple/ml-bilevel-train-dist` is the authors'
+    earlier per-example bilevel method, arXiv 2311.11973, not DGA). The paper's text past its introduction was not
+    reachable (every stored copy, arxiv.org/html/2410.02498v1 and its markdown mirrors, comes back as its first ~2,000
+    characters). What the reachable sources establish: an online EG/mirror-descent step of the domain weights on the
+    alignment of the generic domains' gradients with the specialised gradient, an EMA of the domain weights as the
+    stabiliser (the ICLR 2025 reviews: "incorporating EMA term into domain reweighting"), reweighting every T_r steps,
+    and three tuned hyper-parameters (reviews: "the learning rate for the domain weights, the frequency of
+    reweighting, and the smoothing factor for the EMA"). NOT verified: the normalisation of a (raw inner product vs
+    cosine), whether η is multiplied by the model's learning rate, the EMA's placement and which of β / 1 − β weighs
+    the new step, and the paper's values of η, β and T_r. Paper vs code, for the lead: the first author's later code
+    (`multi-target-data-mixing/src/trainer.py`, `domain_reweight_step`, training-domain update) steps
+    log α_i + lr_t·⟨g_i, g_tgt⟩/μ with lr_t the model's current learning rate (as in DoGE); if the paper does the
+    same, our η stands for lr_t/μ at a constant learning rate. ``step`` is unused.
     """
     k = weights.numel()
     in_target, alignment = _split_targets(grads, target_domains, k, "dga")
