@@ -454,3 +454,30 @@ def test_missing_target_domains_fails_before_training(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="target_domains"):
         cli.sft_main(["--config", str(ROOT / "recipes/tiny/dga.yaml"), "--model_name_or_path", tiny_model_dir,
                       "--output_dir", str(tmp_path / "x"), "--domain_reweighting_kwargs", '{"step_size": 1.0}'])
+
+
+def test_scalebio_adamw_resumed_sft_run_matches_the_uninterrupted_one(tiny_model_dir, tmp_path,
+                                                                      crash_at_training_step):
+    # The trainer saves the weight state (with the AdamW moments) in every checkpoint: a run cut at step 6 and resumed
+    # from checkpoint-4 gives the weights of the uninterrupted run; restarting the moments would not.
+    def argv(out, *extra):
+        return ["--config", str(ROOT / "recipes/tiny/scalebio.yaml"), "--model_name_or_path", tiny_model_dir,
+                "--output_dir", str(out), "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4",
+                "--eval_after_training", "false", "--domain_reweighting_kwargs",
+                json.dumps({"target_domains": [2], "step_size": 0.05}), *extra]
+
+    full, _ = cli.sft_main(argv(tmp_path / "full"))
+    crash, restore = crash_at_training_step
+    crash(cli.DomainSFTTrainer, 6)
+    with pytest.raises(RuntimeError, match="power cut"):
+        cli.sft_main(argv(tmp_path / "crash"))
+    restore()
+    resumed, _ = cli.sft_main(argv(tmp_path / "crash", "--resume_from_checkpoint", "true"))
+    assert resumed.domain_weights.num_updates == 8
+    assert float(resumed.domain_weights.state.buffers["adamw_step"]) == 8.0
+    torch.testing.assert_close(torch.stack(resumed.domain_weights.history), torch.stack(full.domain_weights.history),
+                               rtol=0, atol=1e-6)
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(resumed.domain_weights.state.buffers[key], full.domain_weights.state.buffers[key],
+                                   rtol=1e-5, atol=1e-9)
+    assert not torch.allclose(full.domain_weights.history[-1], full.domain_weights.history[0], atol=1e-3)
