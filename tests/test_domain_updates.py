@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from alignment.domain_rules import (
+    DOMAIN_UPDATES,
     DomainWeightState,
     clipped_excess_loss,
     get_domain_update,
     list_domain_updates,
     register_domain_update,
+    update_domain_state,
     update_domain_weights,
     validate_domain_update,
 )
@@ -236,6 +238,61 @@ def test_state_update_passes_the_step():
     for _ in range(3):
         state.record(update_domain_weights("_test_step_recorder", state.weights, step=state.step))
     assert seen == [0, 1, 2]
+
+
+def test_a_rule_with_buffers_reads_and_replaces_them_in_the_state_which_checkpoints_them():
+    seen = []
+
+    @register_domain_update("_test_counter", inputs=(), buffers=("count",))
+    def _counter(weights, *, step, buffers):
+        seen.append({key: float(value) for key, value in buffers.items()})
+        buffers["count"] = buffers.get("count", torch.zeros(())) + 1  # in place on the rule's copy only
+        return weights, buffers
+
+    try:
+        spec = get_domain_update("_test_counter")
+        assert spec.buffers == ("count",) and spec.signals == () and spec.required == () and spec.hparams == {}
+        state = DomainWeightState.uniform(2)
+        state.buffers["other"] = torch.tensor([7.0])  # not the rule's: neither passed to it nor dropped
+        before = state.buffers
+        for _ in range(2):
+            update_domain_state("_test_counter", state)
+        assert seen == [{}, {"count": 1.0}] and float(state.buffers["count"]) == 2.0 and state.step == 2
+        assert state.buffers["other"].tolist() == [7.0] and before is state.buffers
+
+        saved = io.BytesIO()
+        torch.save(state.state_dict(), saved)
+        saved.seek(0)
+        restored = DomainWeightState.uniform(2)
+        restored.load_state_dict(torch.load(saved))
+        update_domain_state("_test_counter", restored)
+        assert seen[-1] == {"count": 2.0} and float(restored.buffers["count"]) == 3.0
+        assert float(state.buffers["count"]) == 2.0  # the rule worked on a copy
+
+        # One update from given buffers (new ones dropped); none given = a fresh state.
+        update_domain_weights("_test_counter", W, step=0, buffers={"count": torch.tensor(5.0)})
+        update_domain_weights("_test_counter", W, step=0)
+        assert seen[-2:] == [{"count": 5.0}, {}]
+        with pytest.raises(ValueError, match=r"buffers of .* does not take \['cnt'\].*\['count'\]"):
+            update_domain_weights("_test_counter", W, step=0, buffers={"cnt": torch.tensor(1.0)})
+        with pytest.raises(ValueError, match="takes the buffers from the state"):
+            update_domain_state("_test_counter", state, buffers={})
+        with pytest.raises(ValueError, match=r"does not take \['buffers'\]"):
+            validate_domain_update("_test_counter", buffers={})  # not a recipe hyper-parameter
+    finally:
+        DOMAIN_UPDATES.unregister("_test_counter")
+
+    @register_domain_update("_test_leaky", inputs=(), buffers=("a",))
+    def _leaky(weights, *, step, buffers):
+        return weights, {"b": torch.zeros(())}
+
+    try:
+        with pytest.raises(RuntimeError, match=r"buffers \['b'\] it does not declare"):
+            update_domain_state("_test_leaky", DomainWeightState.uniform(2))
+    finally:
+        DOMAIN_UPDATES.unregister("_test_leaky")
+    with pytest.raises(ValueError, match="not keyword-only parameters"):
+        register_domain_update("_test_no_param", inputs=(), buffers=("a",))(lambda weights, *, step: weights)
 
 
 # ------------------------------------------------------------------------------------------------------ errors

@@ -9,6 +9,7 @@ from .registry import (
     get_domain_update,
     list_domain_updates,
     register_domain_update,
+    update_domain_state,
     update_domain_weights,
     validate_domain_update,
 )
@@ -17,5 +18,5 @@ from . import cooldown, dga, doge, doremi, group_dro, scalebio, velocitune  # no
 from .doremi import clipped_excess_loss
 
 __all__ = ["DOMAIN_UPDATES", "DomainUpdateSpec", "get_domain_update", "list_domain_updates", "register_domain_update",
-           "update_domain_weights", "validate_domain_update", "DomainWeightState", "check_distribution",
-           "clipped_excess_loss"]
+           "update_domain_state", "update_domain_weights", "validate_domain_update", "DomainWeightState",
+           "check_distribution", "clipped_excess_loss"]

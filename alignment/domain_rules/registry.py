@@ -14,6 +14,12 @@ keyword-only parameter with a default is a hyper-parameter, settable from a reci
 weights stay a distribution. `DomainWeightState` (`alignment.domain_rules.state`) keeps the current weights, their
 running average (DoReMi and DoGE output the average, not the last weights) and the step, and is saved in checkpoints.
 
+A rule that keeps state between updates (ScaleBiO's AdamW moments) declares the names of its tensors,
+``register_domain_update("name", inputs=(...), buffers=("exp_avg",))``; it then takes a keyword-only ``buffers``
+(``{name: tensor}``, empty at the first update) and returns ``(new_weights, new_buffers)``, still a pure function.
+`update_domain_state` passes ``DomainWeightState.buffers`` in and stores what comes back, so the buffers are
+checkpointed with the weights.
+
 One rule per module of this package (`doremi`, `doge`, `velocitune`, `cooldown`, `group_dro`, `dga`, `scalebio`); the
 package's ``__init__`` imports them so that they register. The helpers at the end are the math several rules share.
 A rule may also have required hyper-parameters (keyword-only, no default: DGA's ``target_domains``).
@@ -29,31 +35,39 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..registry import Registry, Spec, reject_unknown
-from .state import check_distribution
+from .state import DomainWeightState, check_distribution
 
 UpdateFn = Callable[..., torch.Tensor]
+# The keyword-only parameter through which a rule with state receives its buffers.
+BUFFERS_INPUT = "buffers"
 
 
 @dataclass(frozen=True)
 class DomainUpdateSpec(Spec):
     """What the registry knows about one update rule: the kernel's fields (``inputs`` are the per-step signals plus
-    ``step``), and ``check``, which validates hyper-parameter values (called with all of them, defaults filled)."""
+    ``step``, and ``buffers`` for a rule with state), ``check``, which validates hyper-parameter values (called with
+    all of them, defaults filled), and ``buffers``, the names of the tensors the rule keeps between updates."""
 
     check: Callable[..., None] | None = None
+    buffers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if "step" not in self.inputs:
             raise ValueError(f"register_domain_update({self.name!r}): the rule must take a keyword-only `step`.")
+        if bool(self.buffers) != (BUFFERS_INPUT in self.inputs):
+            raise ValueError(f"register_domain_update({self.name!r}): a rule takes a keyword-only `buffers` exactly "
+                             f"when it declares buffer names (declared: {list(self.buffers)}).")
 
     @property
     def signals(self) -> tuple[str, ...]:
-        """The per-step signals the caller computes (per-domain losses, gradients, ...), ``step`` aside."""
-        return tuple(key for key in self.inputs if key != "step")
+        """The per-step signals the caller computes (per-domain losses, gradients, ...), ``step`` and ``buffers``
+        aside."""
+        return tuple(key for key in self.inputs if key not in ("step", BUFFERS_INPUT))
 
     @property
     def required(self) -> tuple[str, ...]:
-        """The signals without a default: the rule cannot run without them."""
-        return tuple(key for key in self.required_inputs if key != "step")
+        """The signals without a default: the rule cannot run without them (``buffers`` start empty)."""
+        return tuple(key for key in self.required_inputs if key not in ("step", BUFFERS_INPUT))
 
 
 def _check_values(spec: DomainUpdateSpec, hparams: dict[str, Any]) -> None:
@@ -66,14 +80,18 @@ DOMAIN_UPDATES: Registry[DomainUpdateSpec] = Registry(
 
 
 def register_domain_update(
-    name: str, *, inputs: Sequence[str], check: Callable[..., None] | None = None
+    name: str, *, inputs: Sequence[str], check: Callable[..., None] | None = None, buffers: Sequence[str] = ()
 ) -> Callable[[UpdateFn], UpdateFn]:
     """Register ``fn(weights, *, step, <inputs>, <hparams>) -> new_weights`` under ``name``.
 
     ``inputs`` must be keyword-only parameters of ``fn``; the remaining keyword-only parameters with defaults are the
     rule's hyper-parameters. ``check(**hparams)`` (optional) raises a ValueError for invalid hyper-parameter values.
+    ``buffers``: names of the tensors the rule keeps between updates; then ``fn`` also takes a keyword-only
+    ``buffers`` (``{name: tensor}``, empty at the first update) and returns ``(new_weights, new_buffers)``.
     """
-    return DOMAIN_UPDATES.register(name, inputs=inputs, check=check)
+    buffers = tuple(buffers)
+    inputs = (*inputs, BUFFERS_INPUT) if buffers else tuple(inputs)
+    return DOMAIN_UPDATES.register(name, inputs=inputs, check=check, buffers=buffers)
 
 
 def list_domain_updates() -> list[str]:
@@ -98,9 +116,34 @@ def update_domain_weights(name: str, weights: torch.Tensor, *, step: int, **inpu
 
     ``inputs_and_hparams`` holds the rule's per-step inputs and any hyper-parameters to override (see
     `list_domain_updates()` and each rule's docstring). Returns the new weights, [K], same dtype, summing to 1.
+    A rule with buffers starts here from the ``buffers`` given (none: a fresh state, e.g. AdamW's zero moments) and
+    its new buffers are dropped: to keep them between updates, use `update_domain_state`.
     """
+    return _apply(name, weights, step=step, **inputs_and_hparams)[0]
+
+
+def update_domain_state(name: str, state: DomainWeightState, **inputs_and_hparams: Any) -> torch.Tensor:
+    """One update of ``state`` by the rule ``name``: the rule gets ``state.weights``, ``state.step`` and, for a rule
+    with buffers, its declared ones from ``state.buffers``; the new weights are recorded and the buffers the rule
+    returns replace its declared ones in ``state.buffers`` (checkpointed with the state). Returns the new weights."""
     spec = get_domain_update(name)
-    reject_unknown(inputs_and_hparams, [*spec.signals, *spec.accepted_hparams], f"Domain-weight update rule {name!r}",
+    if BUFFERS_INPUT in inputs_and_hparams:
+        raise ValueError(f"update_domain_state({name!r}) takes the buffers from the state; do not pass `buffers`.")
+    kept = {key: state.buffers[key] for key in spec.buffers if key in state.buffers}
+    new, buffers = _apply(name, state.weights, step=state.step, **({BUFFERS_INPUT: kept} if spec.buffers else {}),
+                          **inputs_and_hparams)
+    state.record(new)
+    for key in spec.buffers:  # a buffer the rule no longer returns (e.g. `sgd` after `adamw`) is not kept stale
+        state.buffers.pop(key, None)
+    state.buffers.update(buffers)
+    return new
+
+
+def _apply(name: str, weights: torch.Tensor, *, step: int,
+           **inputs_and_hparams: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Checks, the rule call and the checks of what it returns: (new weights, new buffers; {} for a rule without)."""
+    spec = get_domain_update(name)
+    reject_unknown(inputs_and_hparams, [*spec.inputs, *spec.accepted_hparams], f"Domain-weight update rule {name!r}",
                    f"Its {_describe(spec)}")
     missing = [i for i in spec.required if inputs_and_hparams.get(i) is None]
     if missing:
@@ -114,12 +157,23 @@ def update_domain_weights(name: str, weights: torch.Tensor, *, step: int, **inpu
     check_distribution(weights)
     hparams = {k: v for k, v in inputs_and_hparams.items() if k in spec.accepted_hparams}
     _check_values(spec, hparams)
+    if spec.buffers:
+        given = dict(inputs_and_hparams.get(BUFFERS_INPUT) or {})
+        reject_unknown(given, spec.buffers, f"The buffers of domain-weight update rule {name!r}",
+                       f"It keeps {list(spec.buffers)}")
+        # Copies: the rule is pure and the caller's tensors (a checkpointed state) must not change under it.
+        inputs_and_hparams[BUFFERS_INPUT] = {key: torch.as_tensor(value).detach().clone()
+                                             for key, value in given.items()}
     with torch.no_grad():
-        new = spec.fn(weights.detach(), step=step, **inputs_and_hparams)
+        out = spec.fn(weights.detach(), step=step, **inputs_and_hparams)
+    new, buffers = out if spec.buffers else (out, {})
     if new.shape != weights.shape:
         raise RuntimeError(f"rule {name!r} returned shape {tuple(new.shape)}, expected {tuple(weights.shape)}")
     check_distribution(new, f"weights returned by rule {name!r}")
-    return new.to(weights.dtype)
+    unknown = sorted(set(buffers) - set(spec.buffers))
+    if unknown:
+        raise RuntimeError(f"rule {name!r} returned buffers {unknown} it does not declare ({list(spec.buffers)}).")
+    return new.to(weights.dtype), {key: value.detach().cpu().clone() for key, value in buffers.items()}
 
 
 # ---------------------------------------------------------------------------------- math several rules share

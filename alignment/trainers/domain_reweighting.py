@@ -41,7 +41,7 @@ from ..domain_rules import (
     DomainWeightState,
     get_domain_update,
     list_domain_updates,
-    update_domain_weights,
+    update_domain_state,
     validate_domain_update,
 )
 from ..mixtures import temperature_shares
@@ -248,9 +248,8 @@ class OnlineDomainWeights:
             # step leaves the weights unchanged; the rule itself rejects η_t <= 0.
             self.state.record(self.state.weights)
             return
-        new = update_domain_weights(self.rule, self.state.weights, step=self.state.step, **inputs,
-                                    **self.rule_kwargs)
-        self.state.record(new)
+        # Through the state: a rule with buffers (ScaleBiO's AdamW moments) reads and replaces them there.
+        update_domain_state(self.rule, self.state, **inputs, **self.rule_kwargs)
 
     # ---- checkpoints
     def state_dict(self) -> dict[str, Any]:
