@@ -121,14 +121,17 @@ METHOD_FAMILIES: dict[str, MethodFamily] = {
         "given their prompts (cross-entropy on the completion tokens only).",
     ),
     "reward": MethodFamily(
-        tag="reward-model", title="reward modelling", pipeline_tag="text-classification",
+        tag="reward-model", title="reward modelling", pipeline_tag="text-classification", registry="reward_invariance",
         description="Reward modelling: a scalar head on the model was trained so that chosen completions score "
         "higher than rejected ones (Bradley-Terry loss, TRL's `RewardTrainer`). The model scores a conversation; it "
         "does not generate.",
+        components="Domain-invariance objective",
     ),
 }
-# `alignment.commands.cli` names a group-RL run `group-rl (<advantage estimator>)`.
+# `alignment.commands.cli` names a group-RL run `group-rl (<advantage estimator>)`, and the reward step a run with a
+# domain-invariance objective `reward (<objective>)`.
 _GROUP_RL = re.compile(r"^group-rl \((?P<name>[^)]+)\)$")
+_REWARD = re.compile(r"^reward \((?P<name>[^)]+)\)$")
 
 
 def _registry_summaries(registry: str | None) -> dict[str, str]:
@@ -147,6 +150,10 @@ def _registry_summaries(registry: str | None) -> dict[str, str]:
         from .unpaired import UNPAIRED_LOSSES
 
         return {spec.name: spec.summary for spec in UNPAIRED_LOSSES}
+    if registry == "reward_invariance":
+        from .reward_objectives import REWARD_INVARIANCE
+
+        return {spec.name: spec.summary for spec in REWARD_INVARIANCE}
     return {}
 
 
@@ -154,13 +161,17 @@ def describe_method(method: str) -> tuple[str | None, list[str]]:
     """``(family key in METHOD_FAMILIES or None, component names)`` of a run's method string.
 
     The entry points name a run by its preference losses (`sigmoid`, `sigmoid+sft`: the DPO family), by its unpaired
-    loss (`kto`, `apo_zero_unpaired`: the KTO family), by `group-rl (<estimator>)` (the GRPO family), or `sft` /
-    `reward`; a family key itself (`dpo`, `grpo`) is accepted.
+    loss (`kto`, `apo_zero_unpaired`: the KTO family), by `group-rl (<estimator>)` (the GRPO family), by
+    `reward (<objective>)` (a reward model with a domain-invariance objective), or `sft` / `reward`; a family key
+    itself (`dpo`, `grpo`) is accepted.
     """
     key = method.strip().lower()
     group_rl = _GROUP_RL.match(key)
     if group_rl:
         return "grpo", [group_rl["name"]]
+    reward = _REWARD.match(key)
+    if reward:
+        return "reward", [reward["name"]]
     if key in _registry_summaries("unpaired"):  # `alignment.commands.cli.kto_main` names a run by its unpaired loss
         return "kto", [key]
     if key in METHOD_FAMILIES:

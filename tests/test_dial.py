@@ -362,6 +362,8 @@ def test_two_step_run_logs_the_critic_and_saves_a_plain_reward_model(tiny_model_
     saved = json.loads((tmp_path / "out" / "eval_results.json").read_text())
     assert set(saved["reward"]["pairwise_accuracy"]) == {"all", "addition", "comparison"}
     assert not (tmp_path / "out" / DOMAIN_CRITIC_FILE).exists()  # training state, not part of the reward model
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "- dial\n" in card and "Domain-invariance objective" in card and "2501.00911" in card
 
 
 def test_resume_restores_the_critic(tiny_model_dir, tmp_path):

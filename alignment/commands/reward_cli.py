@@ -111,7 +111,8 @@ def reward_main(argv=None):
     (`alignment.commands.cli.run_recipe`) does the rest, as for every other step.
     """
     return run_recipe(
-        argv, AlignmentRewardConfig, AlignmentRewardTrainer, "preference", lambda args: "reward",
+        argv, AlignmentRewardConfig, AlignmentRewardTrainer, "preference",
+        lambda args: f"reward ({args.reward_invariance})" if args.reward_invariance else "reward",
         eval_during_training_only=False,
         # Looked up per call, so a test can replace it on this module; the model first: its new `score` head is
         # drawn right after the seed is set.

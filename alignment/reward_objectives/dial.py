@@ -5,7 +5,8 @@ Wasserstein critic (WDGRL, Shen et al. 2018, arXiv 1707.01217) — `reward_invar
 Objective of the reward model (``e(x)``: the reward model's last-layer hidden state at the token it scores, the
 critic ``f`` a small MLP trained alongside)::
 
-    L = mean_{source pairs} -log sigma(r(x_c) - r(x_r))  +  lambda * W,     W = mean_{x in S} f(e(x)) - mean_{x in T} f(e(x))
+    L = mean_{source pairs} -log sigma(r(x_c) - r(x_r))  +  lambda * W
+    W = mean_{x in S} f(e(x)) - mean_{x in T} f(e(x))
 
 ``S``: the chosen and rejected completions of the batch's source pairs, ``T``: those of its target pairs (the target
 pairs' order, i.e. their labels, is never read). Before each such loss the critic takes ``critic_iterations`` Adam
@@ -36,7 +37,7 @@ the paper only the abstract and introduction were reachable here):
   right-padded batch; here the position the sequence-classification head itself scores (transformers' last non-pad
   token, which also works with left padding). Same position for right-padded batches without inner pad tokens;
 * batches: the code draws a source batch and a target batch of equal size each step; here source and target pairs
-  come from one dataset (a `domain` column, e.g. a `dataset_mixture` whose target entries carry `domain:` labels) and
+  come from one dataset (a `domain` column, e.g. a `share_mixture` whose target entries carry `domain:` labels) and
   a micro-batch holds whatever mix the sampler gives; a micro-batch without both kinds has W = 0 and no critic step
   on that process (the code's rule for a one-domain batch);
 * several processes: the code wraps the critic in DDP (gradients averaged across processes); here the critic's
@@ -102,7 +103,8 @@ def gradient_penalty(critic: nn.Module, source: Tensor, target: Tensor, *, alpha
 def critic_objective(critic: nn.Module, source: Tensor, target: Tensor, *, gradient_penalty_weight: float,
                      alpha: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The critic's loss ``-W + gradient_penalty_weight * GP`` (minimised by the critic's optimizer), with ``W`` and
-    ``GP``. ``source`` ``[Ns, H]`` and ``target`` ``[Nt, H]`` detached embeddings; ``alpha`` as in `gradient_penalty`."""
+    ``GP``. ``source`` ``[Ns, H]`` and ``target`` ``[Nt, H]``: detached embeddings; ``alpha``: as in
+    `gradient_penalty`."""
     distance = wasserstein_estimate(critic(source), critic(target))
     penalty = gradient_penalty(critic, source, target, alpha=alpha)
     return -distance + gradient_penalty_weight * penalty, distance, penalty
@@ -144,7 +146,10 @@ def dial(*, critic_source: Tensor, critic_target: Tensor, step: int = 0, target_
          weight: float = 0.01, critic_layers: Sequence[int] = (256, 128), critic_activation: str = "none",
          critic_iterations: int = 3, gradient_penalty: float = 1.0, critic_lr: float = 1e-4,
          critic_weight_decay: float = 1e-3) -> Tensor:
-    """DIAL's domain loss: ``weight * (mean f(e_S) - mean f(e_T))`` (arXiv 2501.00911; WDGRL's feature loss).
+    """DIAL: source Bradley-Terry + weight * a Wasserstein critic's source-target distance (arXiv 2501.00911).
+
+    Returns the domain loss ``weight * (mean f(e_S) - mean f(e_T))`` (WDGRL's feature loss); the trainer adds it to
+    the source pairs' Bradley-Terry loss.
 
     Args:
         critic_source: ``[Ns, 1]`` critic values of the source completions' embeddings (differentiable in them).

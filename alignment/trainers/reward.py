@@ -72,7 +72,7 @@ def check_target_domains(domain_names: list[str], target_domains: list[str], obj
     if unknown:
         raise ValueError(f"`reward_invariance_kwargs.target_domains` of `{objective}` names {unknown}, not in the "
                          f"training data's `domain` column {domain_names}. List the domains whose pairs are the "
-                         "unlabelled target data (e.g. a `dataset_mixture` entry's `domain:`).")
+                         "unlabelled target data (e.g. a `share_mixture` entry's `domain:`).")
     if set(domain_names) <= set(target_domains):
         raise ValueError(f"`reward_invariance_kwargs.target_domains` of `{objective}` covers every training domain "
                          f"{domain_names}: nothing is left to learn preferences from. Keep at least one labelled "
