@@ -47,7 +47,12 @@ def main() -> int | None:
         output = generate(self, inputs)
         if self.model.training:
             metrics = self._metrics["train"]
+            completion_mask = output["completion_mask"]
             record["batches"].append({**_record(output), "num_items_in_batch": int(output["num_items_in_batch"]),
+                                      # TRL's layout: prompts left-padded, completions right-padded
+                                      "prompts_left_padded": bool(output["prompt_mask"][:, -1].all()),
+                                      "completions_right_padded": bool((completion_mask[:, 1:]
+                                                                        <= completion_mask[:, :-1]).all()),
                                       "drop_rate": metrics["group_filter/drop_rate"][-1],
                                       "generation_rounds": metrics["group_filter/generation_rounds"][-1]})
         return output

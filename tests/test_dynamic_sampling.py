@@ -240,6 +240,7 @@ def test_two_processes_keep_the_first_passing_groups_of_the_global_batch(tiny_mo
             assert batch["completion"] == [c for _, _, c, _ in mine], (step, rank)
             assert batch["advantages"] == pytest.approx([a for *_, a in mine]), (step, rank)
             assert batch["num_items_in_batch"] == sum(len(c) for _, _, c, _ in kept)  # global, as TRL counts
+            assert batch["prompts_left_padded"] and batch["completions_right_padded"]
         start += n
     assert start == len(records[0]["rounds"])
     # Some comparison prompt was drawn, so the refill / gather path ran (not only the all-pass shortcut).
