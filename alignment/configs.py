@@ -536,8 +536,9 @@ class GroupRLConfig(DomainReweightingArguments, GRPOConfig):
             "whose correctness does not vary, all correct or all wrong), `all_correct` (NGRPO's script: drop only "
             "all-correct groups) or `none`. Correctness is `accuracy_reward` if it is a reward, else the summed "
             "reward (> 0 counts as correct). Dropped groups are replaced by groups of new prompts until the "
-            "generation batch is full; logs `group_filter/drop_rate` and `group_filter/generation_rounds`. One "
-            "process only."
+            "generation batch is full; logs `group_filter/drop_rate` and `group_filter/generation_rounds`. With "
+            "several processes the groups are filtered on the gathered batch (groups may span ranks) and every rank "
+            "trains on its equal slice of the kept groups (extra all-gathers when groups were dropped)."
         },
     )
     max_generation_rounds: int = field(

@@ -6,6 +6,8 @@ must be kept and the drop rate are counted by hand from the calls the reward saw
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from datasets import Dataset
@@ -163,9 +165,8 @@ def test_keep_groups_hand_values():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(group_filter="dynamic", max_generation_rounds=10, world_size=1), "zero_variance"),
-    (dict(group_filter="zero_variance", max_generation_rounds=0, world_size=1), "max_generation_rounds"),
-    (dict(group_filter="all_correct", max_generation_rounds=10, world_size=2), "single process"),
+    (dict(group_filter="dynamic", max_generation_rounds=10), "zero_variance"),
+    (dict(group_filter="zero_variance", max_generation_rounds=0), "max_generation_rounds"),
 ])
 def test_bad_settings_fail_at_start_up(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -179,3 +180,68 @@ def test_trainer_refuses_a_bad_filter_before_loading(tiny_model_dir, tmp_path):
     streamed = dataset(["all", "mixed"]).to_iterable_dataset()
     with pytest.raises(ValueError, match="map-style dataset .*IterableDataset"):
         make_trainer(tiny_model_dir, tmp_path, streamed, group_filter="zero_variance")
+
+
+def _global_rounds(records: list[dict], start: int, n: int) -> list[list[tuple]]:
+    """Rounds ``start .. start + n`` of the global batch: each rank's rows, rank after rank (TRL's process order), as
+    (domain, prompt tokens, completion tokens, advantage) rows."""
+    return [[row for record in records for row in zip(*(record["rounds"][k][key] for key in
+                                                         ("domain", "prompt", "completion", "advantages")))]
+            for k in range(start, start + n)]
+
+
+def test_two_processes_keep_the_first_passing_groups_of_the_global_batch(tiny_model_dir, tmp_path):
+    """`accelerate launch` on 2 processes, DAPO's filter, every `comparison` prompt all correct (dropped): both ranks
+    take the same decision, log the same drop rate and rounds, train on equally many rows, and those rows are their
+    slices of the first passing groups of the global batch. Local batch 6, G = 4: the middle group spans the ranks."""
+    import json
+    import socket
+    import sys
+    from pathlib import Path
+
+    from tests.launching import run_launch
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = root / "tests/dynamic_sampling_ddp_worker.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1",
+               WANDB_DISABLED="true", DYNSAMPLE_RECORD_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env.pop("WORLD_SIZE", None)
+    local, world = 6, 2
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(root / "accelerate_configs/cpu_2proc.yaml"), "--main_process_port", str(port), str(worker),
+           "--config", str(root / "recipes/tiny/grpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+           "--output_dir", str(tmp_path / "ddp"), "--max_steps", "2", "--per_device_train_batch_size", str(local),
+           "--group_filter", "zero_variance", "--reward_funcs", f"{worker}:domain_reward"]
+    proc = run_launch(cmd, cwd=root, env=env, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    records = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(world)]
+    assert [len(r["batches"]) for r in records] == [2, 2] and len(records[0]["rounds"]) == len(records[1]["rounds"])
+    wanted = world * local // G
+    start = 0
+    for step, batches in enumerate(zip(*(r["batches"] for r in records))):
+        assert len({(b["drop_rate"], b["generation_rounds"]) for b in batches}) == 1  # one decision, both ranks
+        assert [len(b["advantages"]) for b in batches] == [local, local]
+        n = int(batches[0]["generation_rounds"])
+        groups = [rows[i:i + G] for rows in _global_rounds(records, start, n) for i in range(0, len(rows), G)]
+        assert all(len({(d, tuple(p)) for d, p, _, _ in group}) == 1 for group in groups)  # a group is one prompt
+        passing = [group for group in groups if group[0][0] == "addition"]
+        before_last = sum(group[0][0] == "addition" for group in groups[:-wanted])
+        assert before_last < wanted <= len(passing)  # the last round was needed and filled the batch
+        dropped = len(groups) - len(passing)
+        assert batches[0]["drop_rate"] == pytest.approx(dropped / len(groups))
+        kept = [row for group in passing[:wanted] for row in group]
+        for rank, batch in enumerate(batches):
+            mine = kept[rank * local:(rank + 1) * local]
+            assert batch["prompt"] == [p for _, p, _, _ in mine], (step, rank)
+            assert batch["completion"] == [c for _, _, c, _ in mine], (step, rank)
+            assert batch["advantages"] == pytest.approx([a for *_, a in mine]), (step, rank)
+            assert batch["num_items_in_batch"] == sum(len(c) for _, _, c, _ in kept)  # global, as TRL counts
+            assert batch["prompts_left_padded"] and batch["completions_right_padded"]
+        start += n
+    assert start == len(records[0]["rounds"])
+    # Some comparison prompt was drawn, so the refill / gather path ran (not only the all-pass shortcut).
+    assert any(b["generation_rounds"] > 1 for b in records[0]["batches"])

@@ -24,6 +24,7 @@ What changes against `trl.GRPOTrainer` (1.16), and where:
   `reward_weight/<reward>` and saved in checkpoints.
 - **Dynamic sampling.** `args.group_filter` (`dynamic_sampling` module): DAPO's zero-variance / NGRPO's all-correct
   group filter with refills from new prompts, logged as `group_filter/drop_rate` and `group_filter/generation_rounds`.
+  With several processes the decision is taken on the gathered batch and every rank trains on its slice of it.
 - **Adaptive temperature.** `args.hapo_temperature_tau` (`adaptive_temperature` module): HAPO's per-token sampling
   temperature from the previous rollout's entropy statistics, a logits processor on transformers' `generate`;
   logged as `hapo/temperature_mean`, statistics saved in checkpoints.
@@ -147,8 +148,7 @@ class GroupRLTrainer(TrainerHooks, RewardWeightingMixin, DomainReweightingMixin,
                              f"produce (it supplies {list(_SUPPLIED_INPUTS)}). Choose another estimator.")
         validate_advantage_estimator(args.advantage_estimator, **args.advantage_kwargs)
         check_hapo_temperature(args)
-        check_group_filter(group_filter=args.group_filter, max_generation_rounds=args.max_generation_rounds,
-                           world_size=args.world_size)
+        check_group_filter(group_filter=args.group_filter, max_generation_rounds=args.max_generation_rounds)
         # GroupRLConfig resolved an unset loss_type already; this rejects one the estimator cannot train with.
         resolve_loss_type(spec.name, args.loss_type, default=args.loss_type)
         replaced = {"scale_rewards": ("group", "set `advantage_estimator` / `advantage_kwargs` instead (e.g. "
