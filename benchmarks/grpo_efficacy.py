@@ -39,6 +39,10 @@ METHODS: dict[str, dict] = {
     # Baselines without std scaling: leave-one-out mean, and ReMax's greedy rollout (one extra decode per prompt).
     "rloo": {"advantage_estimator": "rloo", "loss_type": "grpo", "epsilon": 0.2, "epsilon_high": 0.2},
     "remax": {"advantage_estimator": "remax", "loss_type": "grpo", "epsilon": 0.2, "epsilon_high": 0.2},
+    # APA (recipes/smollm2-135m/apa.yaml): squared error between the log-ratio to the rollout policy and A / lam in
+    # place of PPO's clip, on GRPO's group-relative advantages, token mean (`bnpo`) as the official code's `/ n`.
+    "apa": {"advantage_estimator": "grpo", "loss_type": "bnpo", "policy_loss": "apa",
+            "policy_loss_kwargs": {"lam": 0.1, "reference": "old"}},
 }
 
 
@@ -128,6 +132,7 @@ def run_method(name: str, opts, train, test) -> dict:
         "frac_all_wrong_groups": [entry["frac_all_wrong_groups"] for entry in logs],
         "reward": [entry.get("reward") for entry in logs],
         "accuracy_curve": curve.curve if curve else [],
+        "log_history": logs,  # every logged metric per step (e.g. `apa/log_ratio_mean`, clip ratios)
     }
 
 
