@@ -93,3 +93,29 @@ def _descendants(pid: int) -> list[int]:
         found += kids
         todo += kids
     return found
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for `--main_process_port`)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_cpu_2proc(script: str | Path, args: list[str], *, extra_env: dict[str, str] | None = None,
+                     timeout: float = 600) -> subprocess.CompletedProcess:
+    """`accelerate launch` of ``script args`` with two CPU processes (`accelerate_configs/cpu_2proc.yaml`, gloo), from
+    the repository root, quiet and offline, this checkout first on PYTHONPATH; retried once on the teardown abort."""
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1",
+               WANDB_DISABLED="true", **(extra_env or {}),
+               PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(root / "accelerate_configs/cpu_2proc.yaml"), "--main_process_port", str(free_port()), str(script),
+           *args]
+    return run_launch(cmd, cwd=root, env=env, timeout=timeout)

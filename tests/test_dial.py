@@ -5,9 +5,6 @@ loss by hand, eval = TRL's loss), checkpoint/resume, two processes, and a run th
 
 import json
 import math
-import os
-import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from alignment.reward_objectives import (
     wasserstein_estimate,
 )
 from alignment.trainers.domain_critic import DOMAIN_CRITIC_FILE, DomainCritic
+from tests.test_reward_invariance import _pairs  # pairs with a `domain` column
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,18 +238,6 @@ def test_critic_without_both_kinds_takes_no_step_and_checkpoint_round_trip(tmp_p
 
 # ----------------------------------------------------------------------------------------------- the trainer
 
-def _pairs(domains):
-    from datasets import Dataset
-
-    n = len(domains)
-    return Dataset.from_dict({
-        "prompt": [f"Q{i}: what is {i}+{i}?" for i in range(n)],
-        "chosen": [f" {2 * i}" for i in range(n)],
-        "rejected": [f" {2 * i + 1} maybe" for i in range(n)],
-        "domain": domains,
-    })
-
-
 def _trainer(tiny_model_dir, tmp_path, dataset, kwargs, invariance="dial"):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
@@ -381,21 +367,12 @@ def test_resume_restores_the_critic(tiny_model_dir, tmp_path):
 
 
 def test_two_processes_keep_one_critic(tiny_model_dir, tmp_path):
-    from tests.launching import run_launch
+    from tests.launching import launch_cpu_2proc
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1",
-               WANDB_DISABLED="true")
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "accelerate_configs/cpu_2proc.yaml"), "--main_process_port", str(port),
-           str(ROOT / "scripts/run_reward.py"), "--config", str(ROOT / "recipes/tiny/reward-dial.yaml"),
-           "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "2",
-           "--save_strategy", "steps", "--save_steps", "2"]
-    proc = run_launch(cmd, cwd=ROOT, env=env, timeout=600)
+    proc = launch_cpu_2proc(ROOT / "scripts/run_reward.py", [
+        "--config", str(ROOT / "recipes/tiny/reward-dial.yaml"), "--model_name_or_path", str(tiny_model_dir),
+        "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "2"])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     stem = DOMAIN_CRITIC_FILE.removesuffix(".pt")
     rank0, rank1 = (torch.load(out / "checkpoint-2" / f"{stem}_{rank}.pt", weights_only=True) for rank in (0, 1))

@@ -6,8 +6,6 @@ must be kept and the drop rate are counted by hand from the calls the reward saw
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from datasets import Dataset
@@ -195,28 +193,18 @@ def test_two_processes_keep_the_first_passing_groups_of_the_global_batch(tiny_mo
     take the same decision, log the same drop rate and rounds, train on equally many rows, and those rows are their
     slices of the first passing groups of the global batch. Local batch 6, G = 4: the middle group spans the ranks."""
     import json
-    import socket
-    import sys
     from pathlib import Path
 
-    from tests.launching import run_launch
+    from tests.launching import launch_cpu_2proc
 
     root = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     worker = root / "tests/dynamic_sampling_ddp_worker.py"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1",
-               WANDB_DISABLED="true", DYNSAMPLE_RECORD_DIR=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    env.pop("WORLD_SIZE", None)
     local, world = 6, 2
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(root / "accelerate_configs/cpu_2proc.yaml"), "--main_process_port", str(port), str(worker),
-           "--config", str(root / "recipes/tiny/grpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
-           "--output_dir", str(tmp_path / "ddp"), "--max_steps", "2", "--per_device_train_batch_size", str(local),
-           "--group_filter", "zero_variance", "--reward_funcs", f"{worker}:domain_reward"]
-    proc = run_launch(cmd, cwd=root, env=env, timeout=600)
+    proc = launch_cpu_2proc(worker, [
+        "--config", str(root / "recipes/tiny/grpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+        "--output_dir", str(tmp_path / "ddp"), "--max_steps", "2", "--per_device_train_batch_size", str(local),
+        "--group_filter", "zero_variance", "--reward_funcs", f"{worker}:domain_reward"],
+        extra_env={"DYNSAMPLE_RECORD_DIR": str(tmp_path)})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     records = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(world)]
     assert [len(r["batches"]) for r in records] == [2, 2] and len(records[0]["rounds"]) == len(records[1]["rounds"])

@@ -243,27 +243,16 @@ def test_logged_temperature_matches_a_forward_pass_over_the_sampled_tokens(tiny_
 def test_two_processes_share_one_set_of_statistics(tiny_model_dir, tmp_path):
     """The statistics are over the completion tokens of both ranks (gathered), so both sample with the same ones."""
     import json
-    import socket
-    import sys
     from pathlib import Path
 
-    from tests.launching import run_launch
+    from tests.launching import launch_cpu_2proc
 
     root = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1",
-               WANDB_DISABLED="true")
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(root / "accelerate_configs/cpu_2proc.yaml"), "--main_process_port", str(port),
-           str(root / "scripts/run_grpo.py"), "--config", str(root / "recipes/tiny/grpo.yaml"),
-           "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "2",
-           "--per_device_train_batch_size", "2", "--logging_steps", "1", "--hapo_temperature_tau", "0.05",
-           "--save_strategy", "steps", "--save_steps", "2"]
-    proc = run_launch(cmd, cwd=root, env=env, timeout=600)
+    proc = launch_cpu_2proc(root / "scripts/run_grpo.py", [
+        "--config", str(root / "recipes/tiny/grpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+        "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+        "--hapo_temperature_tau", "0.05", "--save_strategy", "steps", "--save_steps", "2"])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     checkpoint = out / "checkpoint-2"
     rank0, rank1 = (torch.load(checkpoint / f"{STATE_FILE.removesuffix('.pt')}_{rank}.pt", weights_only=True)
