@@ -41,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval_per_domain", type=int, default=30, help="clean test pairs per domain")
     parser.add_argument("--arms", nargs="+", default=["single", "vrex", "dial"], choices=["single", "vrex", "dial"])
     parser.add_argument("--dial_weight", type=float, default=0.01, help="DIAL's lambda (the released config's)")
+    parser.add_argument("--dial_max_steps", type=int, default=None,
+                        help="DIAL's steps (default --max_steps); e.g. max_steps x (all domains / labelled domains) "
+                        "to give it as many labelled pairs as the others")
     return parser.parse_args(argv)
 
 
@@ -63,7 +66,8 @@ def main(argv=None) -> dict:
             "vrex": (f"V-REx RM (lambda={args.penalty_weight:g})", ["--reward_invariance_kwargs", vrex]),
             "dial": (f"DIAL RM (lambda={args.dial_weight:g}, held-out train pairs unlabelled)",
                      ["--reward_invariance", "dial", "--reward_invariance_kwargs", dial,
-                      "--task_domains", *args.train_domains, *args.heldout_domains])}
+                      "--task_domains", *args.train_domains, *args.heldout_domains,
+                      *(["--max_steps", str(args.dial_max_steps)] if args.dial_max_steps else [])])}
     runs = dict(arms[arm] for arm in args.arms)
     record = {"args": vars(args), "load_before": load(), "train_seconds": {}, "train_logs": {}}
     paths = {}
