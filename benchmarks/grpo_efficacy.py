@@ -43,6 +43,16 @@ METHODS: dict[str, dict] = {
     # place of PPO's clip, on GRPO's group-relative advantages, token mean (`bnpo`) as the official code's `/ n`.
     "apa": {"advantage_estimator": "grpo", "loss_type": "bnpo", "policy_loss": "apa",
             "policy_loss_kwargs": {"lam": 0.1, "reference": "old"}},
+    # HAPO, all four parts as recipes/smollm2-135m/hapo.yaml: its advantage estimator, its policy loss (adaptive
+    # clip, advantage redistribution) and the entropy-adaptive sampling temperature.
+    "hapo": {"advantage_estimator": "hapo", "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.2,
+             "policy_loss": "hapo", "policy_loss_kwargs": {"adaptive_clip": True, "advantage_redistribution": True,
+                                                           "entropy_pivot": 0.8, "clip_alpha": 1.0, "adv_beta": 1.0},
+             "hapo_temperature_tau": 0.05},
+    # DAPO with its dynamic sampling (`group_filter: zero_variance`, refills from new prompts), as dapo.yaml.
+    "dapo_filter": {"advantage_estimator": "grpo", "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28,
+                    "mask_truncated_completions": True, "group_filter": "zero_variance",
+                    "max_generation_rounds": 10},
 }
 
 
