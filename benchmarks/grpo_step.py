@@ -52,6 +52,9 @@ VARIANTS: dict[str, dict] = {
     "apa": {"advantage_estimator": "grpo", "policy_loss": "apa"},
     # One extra greedy decode per prompt (inside `_generate_and_score_completions`, so counted in "rest").
     "remax": {"advantage_estimator": "remax"},
+    # HAPO's entropy-adaptive sampling temperature: one extra no-grad forward per generation batch for the entropy
+    # statistics, and a logits processor in the sampling loop (both in "rest"/generation).
+    "hapo_temperature": {"advantage_estimator": "grpo", "hapo_temperature_tau": 0.05},
     # Two rewards (digit share + space share) re-weighted before every batch: one extra forward and two backward passes
     # per step (in "rest"); TRL's runs keep the single cheap reward, whose cost is negligible next to a forward.
     "gradient_weights": {"advantage_estimator": "grpo", "reward_weighting": "gradient"},
