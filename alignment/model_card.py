@@ -130,8 +130,8 @@ METHOD_FAMILIES: dict[str, MethodFamily] = {
 }
 # `alignment.commands.cli` names a group-RL run `group-rl (<advantage estimator>)`, and the reward step a run with a
 # domain-invariance objective `reward (<objective>)`.
-_GROUP_RL = re.compile(r"^group-rl \((?P<name>[^)]+)\)$")
-_REWARD = re.compile(r"^reward \((?P<name>[^)]+)\)$")
+_NAMED_RUN = re.compile(r"^(?P<step>group-rl|reward) \((?P<name>[^)]+)\)$")
+_NAMED_RUN_FAMILY = {"group-rl": "grpo", "reward": "reward"}
 
 
 def _registry_summaries(registry: str | None) -> dict[str, str]:
@@ -166,12 +166,9 @@ def describe_method(method: str) -> tuple[str | None, list[str]]:
     itself (`dpo`, `grpo`) is accepted.
     """
     key = method.strip().lower()
-    group_rl = _GROUP_RL.match(key)
-    if group_rl:
-        return "grpo", [group_rl["name"]]
-    reward = _REWARD.match(key)
-    if reward:
-        return "reward", [reward["name"]]
+    named = _NAMED_RUN.match(key)
+    if named:
+        return _NAMED_RUN_FAMILY[named["step"]], [named["name"]]
     if key in _registry_summaries("unpaired"):  # `alignment.commands.cli.kto_main` names a run by its unpaired loss
         return "kto", [key]
     if key in METHOD_FAMILIES:

@@ -6,6 +6,7 @@ from .registry import (
     REWARD_INVARIANCE,
     RewardObjectiveSpec,
     invariance_penalty,
+    pairwise_bt_losses,
     per_domain_bt_risks,
     validate_reward_invariance,
 )
@@ -20,6 +21,7 @@ from .dial import (
     wasserstein_estimate,
 )
 
-__all__ = ["REWARD_INVARIANCE", "RewardObjectiveSpec", "per_domain_bt_risks", "risk_variance", "vrex",
+__all__ = ["REWARD_INVARIANCE", "RewardObjectiveSpec", "pairwise_bt_losses",
+           "per_domain_bt_risks", "risk_variance", "vrex",
            "validate_reward_invariance", "invariance_penalty", "dial", "build_critic", "critic_objective",
            "gradient_penalty", "wasserstein_estimate", "scored_positions", "scored_embeddings"]

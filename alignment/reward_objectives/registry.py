@@ -33,7 +33,8 @@ from ..registry import Registry, Spec
 @dataclass(frozen=True)
 class RewardObjectiveSpec(Spec):
     # True: the entry reads a domain critic's values on source / target embeddings (inputs critic_source,
-    # critic_target) and has a `target_domains` hyper-parameter; the trainer keeps and trains the critic.
+    # critic_target) and has `target_domains` and the critic's settings (`alignment.trainers.domain_critic.
+    # CRITIC_SETTINGS`) as hyper-parameters; the trainer keeps and trains the critic.
     critic: bool = False
 
 
@@ -55,6 +56,15 @@ REWARD_INVARIANCE: Registry[RewardObjectiveSpec] = Registry(
     "reward_invariance", RewardObjectiveSpec, inputs=("step",), validator=_dummy_call)
 
 
+def pairwise_bt_losses(rewards_chosen: Tensor, rewards_rejected: Tensor, *, margin: Tensor | None = None) -> Tensor:
+    """``[B]`` per-pair Bradley-Terry losses ``-log sigma(r_c - r_r [- m])``, TRL's `RewardTrainer` formula (with its
+    optional `margin` column) before its mean over the batch."""
+    logits = rewards_chosen - rewards_rejected
+    if margin is not None:
+        logits = logits - margin
+    return -F.logsigmoid(logits)
+
+
 def per_domain_bt_risks(rewards_chosen: Tensor, rewards_rejected: Tensor, domain_ids: Tensor, *,
                         margin: Tensor | None = None) -> Tensor:
     """The Bradley-Terry risk of each domain present in the batch.
@@ -74,10 +84,7 @@ def per_domain_bt_risks(rewards_chosen: Tensor, rewards_rejected: Tensor, domain
     if not (rewards_chosen.shape == rewards_rejected.shape == domain_ids.shape) or rewards_chosen.dim() != 1:
         raise ValueError(f"rewards_chosen, rewards_rejected and domain_ids must all be [B], got "
                          f"{tuple(rewards_chosen.shape)}, {tuple(rewards_rejected.shape)}, {tuple(domain_ids.shape)}.")
-    logits = rewards_chosen - rewards_rejected
-    if margin is not None:
-        logits = logits - margin
-    losses = -F.logsigmoid(logits)
+    losses = pairwise_bt_losses(rewards_chosen, rewards_rejected, margin=margin)
     _, group = torch.unique(domain_ids, sorted=True, return_inverse=True)
     count = int(group.max()) + 1
     sums = losses.new_zeros(count).index_add(0, group, losses)
@@ -98,5 +105,6 @@ def invariance_penalty(name: str, hparams: dict[str, Any], *, rewards_chosen: Te
     return REWARD_INVARIANCE.get(name).fn(risks=risks, step=step, **hparams), risks
 
 
-__all__ = ["REWARD_INVARIANCE", "RewardObjectiveSpec", "per_domain_bt_risks", "validate_reward_invariance",
+__all__ = ["REWARD_INVARIANCE", "RewardObjectiveSpec", "pairwise_bt_losses",
+           "per_domain_bt_risks", "validate_reward_invariance",
            "invariance_penalty"]

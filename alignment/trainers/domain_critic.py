@@ -24,6 +24,9 @@ from torch import Tensor
 from ..reward_objectives.dial import build_critic, critic_objective
 
 DOMAIN_CRITIC_FILE = "domain_critic.pt"
+# The objective's hyper-parameters `DomainCritic` takes (a critic objective such as `dial` declares all of them).
+CRITIC_SETTINGS = ("critic_layers", "critic_activation", "critic_iterations", "gradient_penalty", "critic_lr",
+                   "critic_weight_decay")
 
 
 class DomainCritic:

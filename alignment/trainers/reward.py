@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from trl import RewardTrainer
 
-from ..reward_objectives import REWARD_INVARIANCE, invariance_penalty, scored_embeddings
+from ..reward_objectives import REWARD_INVARIANCE, invariance_penalty, pairwise_bt_losses, scored_embeddings
 from .collators import domain_id
-from .domain_critic import DOMAIN_CRITIC_FILE, DomainCritic
+from .domain_critic import CRITIC_SETTINGS, DOMAIN_CRITIC_FILE, DomainCritic
 from .hooks import TrainerHooks
 
 DOMAIN_COLUMN = "domain"
@@ -48,7 +47,6 @@ class DomainIdsCollator:
             batch[_DOMAIN_IDS] = torch.tensor([domain_id(self.domain_names, example[DOMAIN_COLUMN])
                                                for example in examples])
         return batch
-
 
 
 def training_domains(dataset, objective: str) -> list[str]:
@@ -102,11 +100,10 @@ class AlignmentRewardTrainer(TrainerHooks, RewardTrainer):
         if self._uses_critic:
             self._target_ids = torch.tensor([self.domain_names.index(name)
                                              for name in self._invariance_kwargs["target_domains"]])
-            critic_kwargs = {key: value for key, value in self._invariance_kwargs.items()
-                             if key.startswith("critic_") or key == "gradient_penalty"}
+            settings = {**spec.hparams, **self._invariance_kwargs}  # the recipe's values over the defaults
             self.domain_critic = DomainCritic(self.model.config.hidden_size, seed=self.args.seed,
                                               rank=self.args.process_index, device=self.args.device,
-                                              **{**_critic_defaults(spec), **critic_kwargs})
+                                              **{key: settings[key] for key in CRITIC_SETTINGS})
             self.process_states.register(
                 DOMAIN_CRITIC_FILE, self.domain_critic,
                 missing_hint=f"the checkpoint was written without `reward_invariance: {self._invariance}`; resume "
@@ -138,10 +135,7 @@ class AlignmentRewardTrainer(TrainerHooks, RewardTrainer):
         rewards = outputs.logits.squeeze(-1)
         rewards_chosen, rewards_rejected = torch.chunk(rewards, chunks=2)  # as TRL splits them
         is_target = torch.isin(domain_ids.to(rewards.device), self._target_ids.to(rewards.device))
-        logits = rewards_chosen - rewards_rejected
-        if "margin" in inputs:
-            logits = logits - inputs["margin"]
-        per_pair = -F.logsigmoid(logits)
+        per_pair = pairwise_bt_losses(rewards_chosen, rewards_rejected, margin=inputs.get("margin"))
         # The target pairs' order (their label) is never read: only the source pairs enter the Bradley-Terry loss.
         source_loss = per_pair[~is_target].mean() if (~is_target).any() else per_pair.sum() * 0.0
         loss = source_loss
@@ -172,9 +166,3 @@ class AlignmentRewardTrainer(TrainerHooks, RewardTrainer):
             metrics[key].append(value)
         outputs.hidden_states = None  # not kept past the loss
         return (loss, outputs) if return_outputs else loss
-
-
-def _critic_defaults(spec) -> dict:
-    """The critic's hyper-parameters' defaults, from the objective's signature (one place for them)."""
-    return {key: value for key, value in spec.hparams.items()
-            if key.startswith("critic_") or key == "gradient_penalty"}
