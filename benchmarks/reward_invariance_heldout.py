@@ -23,7 +23,7 @@ import os
 import time
 from pathlib import Path
 
-from warm_heldout import ROOT, load
+from warm_heldout import load, recipe_and_model
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,12 +54,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if args.model == "tiny":
-        from alignment.testing import save_tiny_model
-
-        recipe, model = ROOT / "recipes/tiny/reward-vrex.yaml", save_tiny_model(out / "tiny-base")
-    else:
-        recipe, model = ROOT / "recipes/smollm2-135m/reward-vrex.yaml", args.model
+    recipe, model = recipe_and_model(args.model, out, "reward-vrex")
     vrex = json.dumps({"penalty_weight": args.penalty_weight, "anneal_steps": args.anneal_steps})
     dial = json.dumps({"target_domains": args.heldout_domains, "weight": args.dial_weight})
     arms = {"single": ("single RM (TRL loss)", ["--reward_invariance", "none", "--reward_invariance_kwargs", "{}"]),

@@ -44,6 +44,16 @@ def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def recipe_and_model(model: str, out: Path, recipe: str) -> tuple[Path, str]:
+    """``recipes/<tiny|smollm2-135m>/<recipe>.yaml`` and the model to train: with ``model`` `tiny`, a tiny random
+    model saved under ``out`` (the tiny recipe); otherwise ``model`` itself (the SmolLM2 recipe)."""
+    if model == "tiny":
+        from alignment.testing import save_tiny_model
+
+        return ROOT / f"recipes/tiny/{recipe}.yaml", save_tiny_model(out / "tiny-base")
+    return ROOT / f"recipes/smollm2-135m/{recipe}.yaml", model
+
+
 def main(argv=None) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, set_seed
@@ -56,12 +66,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if args.model == "tiny":
-        from alignment.testing import save_tiny_model
-
-        recipe, model = ROOT / "recipes/tiny/warm.yaml", save_tiny_model(out / "tiny-base")
-    else:
-        recipe, model = ROOT / "recipes/smollm2-135m/warm.yaml", args.model
+    recipe, model = recipe_and_model(args.model, out, "warm")
     record = {"args": vars(args), "load_before": load(), "members": {}}
 
     start = time.time()

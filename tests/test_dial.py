@@ -24,6 +24,7 @@ from alignment.reward_objectives import (
 )
 from alignment.trainers.domain_critic import DOMAIN_CRITIC_FILE, DomainCritic
 from tests.test_reward_invariance import _pairs  # pairs with a `domain` column
+from tests.test_reward_invariance import _trainer as reward_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -238,19 +239,8 @@ def test_critic_without_both_kinds_takes_no_step_and_checkpoint_round_trip(tmp_p
 
 # ----------------------------------------------------------------------------------------------- the trainer
 
-def _trainer(tiny_model_dir, tmp_path, dataset, kwargs, invariance="dial"):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
-
-    from alignment.configs import AlignmentRewardConfig
-    from alignment.trainers.reward import AlignmentRewardTrainer
-
-    set_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    args = AlignmentRewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, report_to="none",
-                                 max_length=64, reward_invariance=invariance, reward_invariance_kwargs=kwargs,
-                                 use_cpu=True, bf16=False, seed=0)
-    return AlignmentRewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+def _trainer(tiny_model_dir, tmp_path, dataset, kwargs):
+    return reward_trainer(tiny_model_dir, tmp_path, dataset, "dial", kwargs)
 
 
 KW = {"target_domains": ["t"], "weight": 5.0, "critic_layers": [8], "critic_activation": "relu",
